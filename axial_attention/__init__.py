@@ -1,0 +1,12 @@
+"""Axial attention for images, video and any N-dimensional tensor."""
+from .attention import AxialAttention, AxisAttention, attend_along_axis
+from .compat import convert_lucidrains_state_dict
+from .positional import AxialPositionalEmbedding
+
+__all__ = [
+    "AxialAttention",
+    "AxialPositionalEmbedding",
+    "AxisAttention",
+    "attend_along_axis",
+    "convert_lucidrains_state_dict",
+]

@@ -1,0 +1,110 @@
+"""Learned axial positional embeddings: one table per axis, broadcast over the others."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .validation import check_input, check_int, normalize_dim_index
+
+
+class AxialPositionalEmbedding(nn.Module):
+    """Adds a learned embedding per axial axis to x.
+
+    x: (batch, ...) with len(shape) axial axes and the embedding (size `dim`) at `emb_dim_index`;
+    returns x + embedding, same shape. `shape` lists the axial lengths in the order they appear in x.
+
+    axial_dims=None: every axis gets a `dim`-wide table and the tables are summed (0.6.1's behaviour);
+    axial_dims=(d1, d2, ...) summing to `dim`: axis i gets a d_i-wide table and they are concatenated,
+    which costs sum(L_i * d_i) parameters instead of dim * sum(L_i).
+    An input shorter than `shape` along an axis uses the leading part of that axis' table. A longer
+    one is an error, unless interpolate=True, which resamples the table linearly to the new length.
+
+    Parameters are `param_{i}` shaped to broadcast against x, as in `axial-attention` 0.6.1, so its
+    state dicts load as they are.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        shape: Sequence[int],
+        emb_dim_index: int = 1,
+        axial_dims: Optional[Sequence[int]] = None,
+        interpolate: bool = False,
+    ) -> None:
+        super().__init__()
+        check_int("dim", dim)
+        if isinstance(shape, int) or not isinstance(shape, Sequence) or len(shape) == 0:
+            raise TypeError(f"shape must be a non-empty sequence of axial lengths, e.g. (64, 64), got {shape!r}")
+        for i, length in enumerate(shape):
+            check_int(f"shape[{i}]", length)
+        self.dim, self.shape = dim, tuple(shape)
+        self.num_axes = len(shape)
+        self.emb_dim_index = normalize_dim_index("emb_dim_index", emb_dim_index, self.num_axes)
+        if axial_dims is None:
+            widths = (dim,) * self.num_axes
+        else:
+            if len(axial_dims) != self.num_axes:
+                raise ValueError(
+                    f"axial_dims must have one width per axis of shape {self.shape} ({self.num_axes}), got {tuple(axial_dims)}"
+                )
+            for i, width in enumerate(axial_dims):
+                check_int(f"axial_dims[{i}]", width)
+            if sum(axial_dims) != dim:
+                raise ValueError(f"axial_dims must sum to dim ({dim}), got {tuple(axial_dims)} summing to {sum(axial_dims)}")
+            widths = tuple(axial_dims)
+        self.concatenate = axial_dims is not None
+        self.interpolate = bool(interpolate)
+
+        total = self.num_axes + 2
+        self.axial_indices = [i for i in range(1, total) if i != self.emb_dim_index]
+        for i, (length, width, axis) in enumerate(zip(self.shape, widths, self.axial_indices)):
+            param_shape = [1] * total
+            param_shape[self.emb_dim_index] = width
+            param_shape[axis] = length
+            setattr(self, f"param_{i}", nn.Parameter(torch.randn(param_shape)))
+
+    def _table(self, i: int, length: int) -> Tensor:
+        """Axis i's embedding at `length` positions (sliced, or resampled when interpolating)."""
+        param, axis = getattr(self, f"param_{i}"), self.axial_indices[i]
+        built = self.shape[i]
+        if length <= built:
+            return param.narrow(axis, 0, length)
+        if not self.interpolate:
+            raise ValueError(
+                f"x has length {length} on axial dim {axis} but AxialPositionalEmbedding was built for at most "
+                f"{built} (shape={self.shape}); pass interpolate=True to resample the embedding"
+            )
+        table = param.movedim(axis, -1).reshape(1, -1, built)  # (1, width, built)
+        table = F.interpolate(table, size=length, mode="linear", align_corners=False)
+        out_shape = list(param.shape)
+        out_shape[axis] = length
+        return table.reshape(*[s for j, s in enumerate(out_shape) if j != axis], length).movedim(-1, axis)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(
+            x,
+            name="x",
+            owner=f"AxialPositionalEmbedding(shape={self.shape})",
+            ndim=self.num_axes + 2,
+            layout=f"batch, {self.num_axes} axial, embedding",
+            dim_index=self.emb_dim_index,
+            dim=self.dim,
+        )
+        tables = [self._table(i, x.shape[axis]) for i, axis in enumerate(self.axial_indices)]
+        if self.concatenate:
+            full = [*x.shape]
+            full[0] = 1
+            expanded = []
+            for t in tables:
+                size = full.copy()
+                size[self.emb_dim_index] = t.shape[self.emb_dim_index]
+                expanded.append(t.expand(size))
+            embedding = torch.cat(expanded, dim=self.emb_dim_index)
+        else:
+            embedding = tables[0]
+            for t in tables[1:]:
+                embedding = embedding + t  # broadcasts to one example's worth, added to x once
+        return x + embedding.to(x.dtype)

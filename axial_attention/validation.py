@@ -1,0 +1,83 @@
+"""Argument checks shared by the public classes.
+
+Every message names the argument, what was expected and what came, so a user's mistake never
+surfaces as a shape error deep inside torch.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_probability(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__} ({value!r})")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def check_axis_flags(name: str, value: Any, num_axes: int) -> tuple[bool, ...]:
+    """A bool for every axis, or one bool per axis (e.g. `causal=(True, False, False)`)."""
+    if isinstance(value, bool):
+        return (value,) * num_axes
+    if not isinstance(value, Sequence) or not all(isinstance(v, bool) for v in value):
+        raise TypeError(f"{name} must be a bool or a tuple of {num_axes} bools, got {value!r}")
+    if len(value) != num_axes:
+        raise ValueError(
+            f"{name} must have one bool per axial dimension ({num_axes}), got {len(value)}: {tuple(value)!r}"
+        )
+    return tuple(value)
+
+
+def normalize_dim_index(name: str, dim_index: Any, num_dimensions: int) -> int:
+    """Resolve an embedding-axis index of a (batch, ...) tensor with `num_dimensions` axial axes.
+
+    Index 0 is the batch axis and is refused; negative indices count from the end as usual.
+    """
+    check_int(name, dim_index, minimum=-(num_dimensions + 1))
+    total = num_dimensions + 2
+    resolved = dim_index % total
+    if dim_index >= total or resolved == 0:
+        raise ValueError(
+            f"{name} must index a non-batch axis of a {total}-dim input (1..{total - 1} or "
+            f"-{total - 1}..-1), got {dim_index}"
+        )
+    return resolved
+
+
+def check_input(x: Any, *, name: str, owner: str, ndim: int, layout: str, dim_index: int, dim: int) -> None:
+    """Check a forward input's type, rank and embedding size."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} has {x.ndim} dims; {owner} expects {ndim} ({layout}), got shape {tuple(x.shape)}")
+    if x.shape[dim_index] != dim:
+        raise ValueError(
+            f"{name} has size {x.shape[dim_index]} on its embedding axis (dim {dim_index}); {owner} expects {dim}"
+            f" (input shape {tuple(x.shape)})"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_mask(mask: Any, expected_shape: Sequence[int], owner: str) -> None:
+    """A padding mask: bool, the input's shape without the embedding axis, True = valid."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a bool torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must have dtype torch.bool (True = valid), got {mask.dtype}")
+    if tuple(mask.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"mask must have the input's shape without the embedding axis, {tuple(expected_shape)}, for {owner}; "
+            f"got {tuple(mask.shape)}"
+        )

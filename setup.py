@@ -1,0 +1,26 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    # The distribution name differs from lucidrains' `axial-attention` on purpose; the import name
+    # `axial_attention` is the same, so this package replaces that one (uninstall it first).
+    name="torch-axial-attention",
+    version="0.1.0",
+    description="Axial attention for images, video and any N-dimensional tensor, on PyTorch's fused SDPA",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["axial_attention", "axial_attention.*"]),
+    python_requires=">=3.9",
+    install_requires=["torch>=2.1", "einops>=0.6"],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "build>=1.0"],
+        "examples": ["scikit-learn>=1.0", "tqdm>=4.60", "pillow>=9"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
