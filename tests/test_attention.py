@@ -1,0 +1,173 @@
+"""AxialAttention against the independent reference in tests/reference.py, plus semantics by perturbation."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from axial_attention import AxialAttention
+from reference import reference_attention_weights, reference_axial_attention
+
+
+@st.composite
+def configs(draw):
+    num_dimensions = draw(st.integers(1, 4))
+    total = num_dimensions + 2
+    dim_index = draw(st.sampled_from([i for i in range(-(total - 1), total) if i % total != 0]))
+    heads = draw(st.integers(1, 3))
+    dim_heads = draw(st.sampled_from([None, 3]))
+    dim = heads * draw(st.integers(1, 3)) if dim_heads is None else draw(st.integers(1, 7))
+    max_len = 5 if num_dimensions <= 2 else 3
+    axial = draw(st.lists(st.integers(1, max_len), min_size=num_dimensions, max_size=num_dimensions))
+    batch = draw(st.integers(1, 2))
+    causal = tuple(draw(st.lists(st.booleans(), min_size=num_dimensions, max_size=num_dimensions)))
+    return dict(
+        kwargs=dict(dim=dim, num_dimensions=num_dimensions, heads=heads, dim_heads=dim_heads, dim_index=dim_index,
+                    sum_axial_out=draw(st.booleans()), causal=causal),
+        batch=batch, axial=axial, with_mask=draw(st.booleans()), seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def make_input(cfg, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    module = AxialAttention(**cfg["kwargs"]).to(dtype)
+    shape = [cfg["batch"], *cfg["axial"]]
+    dim_index = module.dim_index
+    shape.insert(dim_index, cfg["kwargs"]["dim"])
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    mask = None
+    if cfg["with_mask"]:
+        mask_shape = shape[:dim_index] + shape[dim_index + 1 :]
+        mask = torch.rand(mask_shape, generator=gen) > 0.35
+    return module, x, mask
+
+
+@settings(max_examples=150, deadline=None)
+@given(configs())
+def test_matches_naive_reference(cfg):
+    module, x, mask = make_input(cfg)
+    expected = reference_axial_attention(module, x, mask)
+    torch.testing.assert_close(module(x, mask), expected, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(configs())
+def test_attention_weights_match_reference(cfg):
+    cfg["kwargs"]["sum_axial_out"] = True
+    module, x, mask = make_input(cfg)
+    out, weights = module(x, mask, return_attention=True)
+    torch.testing.assert_close(out, module(x, mask))
+    expected = reference_attention_weights(module, x, mask)
+    assert len(weights) == len(expected) == module.num_dimensions
+    for got, want in zip(weights, expected):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sum_axial_out", [True, False])
+@pytest.mark.parametrize(
+    "shape, dim_index, causal",
+    [
+        ((2, 6, 4, 5, 8), -1, (True, False, False)),  # video, causal in time only
+        ((2, 6, 8, 4, 5), 2, (True, False, False)),  # embedding between time and space
+        ((1, 8, 5, 6), 1, (False, True)),  # image, causal along width only
+        ((1, 7, 4, 3, 2, 8), -1, (True, True, False, True)),  # 4 axial dims
+    ],
+)
+def test_causality_by_perturbation(shape, dim_index, causal, sum_axial_out):
+    torch.manual_seed(0)
+    module = AxialAttention(shape[dim_index], len(shape) - 2, heads=2, dim_index=dim_index, causal=causal,
+                            sum_axial_out=sum_axial_out).double()
+    x = torch.randn(shape, dtype=torch.float64)
+    base = module(x)
+    axial_dims = [d for d in range(1, len(shape)) if d % len(shape) != module.dim_index]
+    for dim, is_causal in zip(axial_dims, causal):
+        if not is_causal:
+            continue
+        for cut in range(1, shape[dim]):
+            perturbed = x.clone()
+            perturbed.narrow(dim, cut, shape[dim] - cut).add_(torch.randn_like(perturbed.narrow(dim, cut, shape[dim] - cut)))
+            out = module(perturbed)
+            torch.testing.assert_close(out.narrow(dim, 0, cut), base.narrow(dim, 0, cut), rtol=0, atol=1e-12)
+            # and the future does move: the test could fail
+            assert not torch.allclose(out.narrow(dim, cut, 1), base.narrow(dim, cut, 1))
+
+
+@pytest.mark.parametrize("sum_axial_out", [True, False])
+def test_masked_positions_are_never_attended(sum_axial_out):
+    torch.manual_seed(0)
+    module = AxialAttention(8, 2, heads=2, dim_index=1, sum_axial_out=sum_axial_out).double()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    mask = torch.rand(2, 5, 6) > 0.4
+    base = module(x, mask)
+    noise = torch.randn_like(x) * (~mask).unsqueeze(1)  # change only the invalid positions
+    out = module(x + noise, mask)
+    valid = mask.unsqueeze(1).expand_as(out)
+    torch.testing.assert_close(out[valid], base[valid], rtol=0, atol=1e-12)
+    assert not torch.allclose(module(x + noise), module(x))  # without the mask the change is seen
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_nothing_valid_to_attend_is_finite_in_forward_and_backward(causal):
+    module = AxialAttention(8, 2, heads=2, causal=causal)
+    x = torch.randn(2, 4, 5, 8, requires_grad=True)
+    mask = torch.ones(2, 4, 5, dtype=torch.bool)
+    mask[0] = False  # a whole example padded away
+    mask[1, :, 0] = False  # with causal, query 0 along width sees only an invalid key
+    out = module(x, mask)
+    out.square().sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    for p in module.parameters():
+        assert torch.isfinite(p.grad).all()
+
+
+def test_gradients_reach_every_parameter():
+    module = AxialAttention(12, 3, heads=3, dim_index=1, causal=(True, False, False), dropout=0.1)
+    out = module(torch.randn(2, 12, 3, 4, 5), torch.rand(2, 3, 4, 5) > 0.2)
+    out.sum().backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    module = AxialAttention(8, 2, heads=2, dropout=0.5)
+    x = torch.randn(1, 6, 6, 8)
+    module.eval()
+    torch.testing.assert_close(module(x), module(x))
+    module.train()
+    assert not torch.allclose(module(x), module(x))
+
+
+def test_axis_of_length_one():
+    module = AxialAttention(8, 3, heads=2, causal=True).double()
+    x = torch.randn(2, 1, 3, 1, 8, dtype=torch.float64)
+    torch.testing.assert_close(module(x), reference_axial_attention(module, x))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch.manual_seed(0)
+    module = AxialAttention(16, 2, heads=4, dim_index=1, causal=(True, False))
+    x, mask = torch.randn(2, 16, 6, 7), torch.rand(2, 6, 7) > 0.3
+    compiled = torch.compile(module, fullgraph=True)
+    torch.testing.assert_close(compiled(x, mask), module(x, mask), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_autocast_runs_without_nan(causal):
+    module = AxialAttention(32, 2, heads=4, causal=causal)
+    x = torch.randn(2, 9, 10, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x, torch.rand(2, 9, 10) > 0.2)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_bf16_autocast_tracks_float32():
+    torch.manual_seed(0)
+    module = AxialAttention(32, 2, heads=4)
+    x = torch.randn(2, 9, 10, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = module(x).float()
+    high = module(x)
+    assert (low - high).abs().max() < 0.05 * high.abs().max()
