@@ -2,11 +2,15 @@
 from .attention import AxialAttention, AxisAttention, attend_along_axis
 from .compat import convert_lucidrains_state_dict
 from .positional import AxialPositionalEmbedding
+from .reversible import ReversibleSequence
+from .transformer import AxialImageTransformer
 
 __all__ = [
     "AxialAttention",
+    "AxialImageTransformer",
     "AxialPositionalEmbedding",
     "AxisAttention",
+    "ReversibleSequence",
     "attend_along_axis",
     "convert_lucidrains_state_dict",
 ]
