@@ -149,7 +149,10 @@ class AxisAttention(nn.Module):
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of x (batch, *axial, dim), each (batch, *axial, heads * dim_heads): what a cache keeps."""
-        return self.to_kv(x).chunk(2, dim=-1)
+        # Two products with halves of the weight, not one split afterwards: each output is contiguous,
+        # so attend_along_axis folds it with views, and backward needs no concatenation of the halves.
+        w_k, w_v = self.to_kv.weight.chunk(2, dim=0)
+        return F.linear(x, w_k), F.linear(x, w_v)
 
     def forward(
         self,
