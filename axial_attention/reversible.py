@@ -125,13 +125,8 @@ class _CouplingFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy1, dy2):
         tape: _Tape = ctx.tape
-        if ctx.is_last:
+        if ctx.is_last:  # every backward starts here, so retain_graph=True backwards work too
             tape.outputs = tuple(t.detach() for t in ctx.saved_tensors)
-        if tape.outputs is None:
-            raise RuntimeError(
-                "ReversibleSequence: a forward can be differentiated once (its activations are rebuilt "
-                "top-down and then dropped); run the forward again to differentiate again"
-            )
         y1, y2 = tape.outputs
         rng_f, rng_g = tape.rng[ctx.index]
         n_kw = len(ctx.kw_tensors)
@@ -184,7 +179,7 @@ class ReversibleSequence(nn.Module):
     random state (dropout gives the same mask) and autocast state. Gradients equal those of running
     the same blocks with plain autograd, up to the rounding of rebuilding inputs from outputs.
     Needs f and g to be deterministic given their input and random state: buffers they update
-    (batch-norm statistics) are updated again by the recomputation. Backward may run once per forward.
+    (batch-norm statistics) are updated again by the recomputation.
     """
 
     def __init__(self, blocks: Iterable[Any], preserve_rng_state: bool = True) -> None:
