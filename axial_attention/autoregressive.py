@@ -174,10 +174,9 @@ class AutoregressiveAxialTransformer(nn.Module):
             return
         if labels is None:
             raise ValueError(f"labels are required: the model was built with num_classes={self.num_classes}")
-        _check_levels(labels, "labels", (), "", self.num_classes,
-                      f"{owner[:-1]}, num_classes={self.num_classes})")
-        if labels.shape[0] != batch:
+        if isinstance(labels, torch.Tensor) and (labels.ndim != 1 or labels.shape[0] != batch):
             raise ValueError(f"labels must have one label per image, shape ({batch},), got {tuple(labels.shape)}")
+        _check_levels(labels, "labels", (), "", self.num_classes, f"num_classes={self.num_classes}")
 
     # -- the two decoders ----------------------------------------------------------------------
     def outer_layers(self, u: Tensor, caches: Optional[list] = None, row: int = 0) -> Tensor:

@@ -36,12 +36,15 @@ def sample_reference(
     labels: Optional[Tensor],
     temperature: float,
     generator: Optional[torch.Generator],
+    rows: Optional[int] = None,
 ) -> Tensor:
-    """Recompute the logits of every next token from the whole canvas: slow, obviously right."""
+    """Recompute the logits of every next token from the whole canvas: slow, obviously right.
+    `rows` stops after that many rows (the rest stays 0): every step costs one full forward pass,
+    so benchmarks time a few rows and scale."""
     channels, height, width = model.image_shape
     device = model.token_emb.weight.device
     canvas = torch.zeros(batch_size, channels, height, width, dtype=torch.long, device=device)
-    for row in range(height):
+    for row in range(height if rows is None else rows):
         for col in range(width):
             for ch in range(channels):
                 logits = model(canvas, labels)[:, :, ch, row, col]
