@@ -91,6 +91,7 @@ class _Tape:
     kwargs: dict[str, Any]
     preserve_rng_state: bool
     outputs: Optional[tuple[Tensor, Tensor]] = None  # the current block's (y1, y2), rebuilt top-down
+    owned: tuple[bool, bool] = (False, False)  # whether each was rebuilt here (else it is a saved output)
     rng: list[tuple[Optional[_RngState], Optional[_RngState]]] = field(default_factory=list)
 
 
@@ -126,8 +127,9 @@ class _CouplingFunction(torch.autograd.Function):
     def backward(ctx, dy1, dy2):
         tape: _Tape = ctx.tape
         if ctx.is_last:  # every backward starts here, so retain_graph=True backwards work too
-            tape.outputs = tuple(t.detach() for t in ctx.saved_tensors)
-        y1, y2 = tape.outputs
+            tape.outputs, tape.owned = tuple(t.detach() for t in ctx.saved_tensors), (False, False)
+        (y1, y2), (own1, own2) = tape.outputs, tape.owned
+        tape.outputs = None  # let each stream go as soon as the block below no longer needs it
         rng_f, rng_g = tape.rng[ctx.index]
         n_kw = len(ctx.kw_tensors)
         kw = [t.requires_grad_(need) for t, need in zip(ctx.kw_tensors, ctx.needs_input_grad[8 : 8 + n_kw])]
@@ -142,22 +144,29 @@ class _CouplingFunction(torch.autograd.Function):
             with torch.enable_grad(), _autocast_as(ctx.autocast, ctx.autocast_cache):
                 with rng.replay() if rng is not None else contextlib.nullcontext():
                     out = _call(fn, inp, tape, ctx.kw_names, kw)
+            # Outside autocast, as autograd runs any backward: autocast governs the forward ops only.
             d_inp, *d_wrt = torch.autograd.grad(out, [inp, *wrt], grad_out, allow_unused=True)
             for i, g in enumerate(d_wrt):
                 if g is not None:
                     grads[i] = g if grads[i] is None else grads[i] + g
             return out.detach(), (torch.zeros_like(inp) if d_inp is None else d_inp)
 
+        def minus(a: Tensor, b: Tensor, owned: bool) -> Tensor:
+            # A stream this backward rebuilt is overwritten in place: one stream-sized buffer less at the peak.
+            return a.sub_(b) if owned else a - b
+
         with torch.no_grad():
             if ctx.block.g is None:
                 x2, dx1 = y2, dy1
             else:
                 gy1, dg = vjp(ctx.block.g, y1, rng_g, dy2)
-                x2, dx1 = y2 - gy1, dy1 + dg
-                del gy1, dg
+                x2, dx1, own2 = minus(y2, gy1, own2), dy1 + dg, True
+                del y2, gy1, dg
             fx2, df = vjp(ctx.block.f, x2, rng_f, dx1)
-            x1, dx2 = y1 - fx2, dy2 + df
-        tape.outputs = (x1, x2) if ctx.index > 0 else None
+            x1, dx2 = minus(y1, fx2, own1), dy2 + df
+            del y1, fx2, df
+        if ctx.index > 0:
+            tape.outputs, tape.owned = (x1, x2), (True, own2)
 
         param_grads = grads[: len(ctx.params)]
         kw_grads = iter(grads[len(ctx.params) :])

@@ -22,6 +22,38 @@ from .validation import check_axis_flags, check_input, check_int, check_probabil
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
+class _ChanNorm(torch.autograd.Function):
+    """w * (x - mean) / (std + eps) + b over the last axis, keeping only x (which the residual stream
+    holds anyway) for backward: autograd's op-by-op version keeps two more activation-sized tensors
+    per feed-forward, 10% of a reversible step's peak at the benchmark's size."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
+        return torch.addcmul(bias, (x - mean) / (var.sqrt() + eps), weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        # Statistics recomputed from x (small) rather than saved, so that double backward sees their graph.
+        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        std = var.sqrt()
+        denom = std + ctx.eps
+        centred = x - mean
+        normed = centred / denom
+        reduce = tuple(range(x.ndim - 1))
+        grad_weight = (grad * normed).sum(reduce) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(reduce) if ctx.needs_input_grad[2] else None
+        g = grad * weight
+        # d/dx of (x - mean) / (std + eps): centring, plus std's dependence on x (std' = centred / (N std)).
+        grad_x = (g - g.mean(-1, keepdim=True)) / denom - centred * (
+            (g * centred).mean(-1, keepdim=True) / (std * denom * denom)
+        )
+        return grad_x, grad_weight, grad_bias, None
+
+
 class _ChanLayerNorm(nn.Module):
     """0.6.1's feed-forward norm on the last axis: (x - mean) / (std + eps), not LayerNorm's sqrt(var + eps),
     so converted checkpoints give the same outputs."""
@@ -33,8 +65,7 @@ class _ChanLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
-        return (x - mean) / (var.sqrt() + self.eps) * self.weight + self.bias
+        return _ChanNorm.apply(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
 
 
 class _PreNormAttention(nn.Module):
