@@ -16,6 +16,15 @@ from axial_attention import AutoregressiveAxialTransformer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """These models are tiny: a second thread only adds wake-up latency (badly so on shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_model(image_shape, levels, num_classes=None, depth=2, seed=0, std=0.3):
     """A small model with weights drawn large enough that every path (attention, context) matters:
     the default near-zero output projections would make a leak too small to see."""
