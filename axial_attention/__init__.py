@@ -1,7 +1,16 @@
 """Axial attention for images, video and any N-dimensional tensor."""
 from .attention import AxialAttention, AxisAttention, attend_along_axis
 from .autoregressive import AutoregressiveAxialTransformer
+from .axial_resnet import (
+    AxialBlock,
+    AxialResNet,
+    axial_resnet26s,
+    axial_resnet50l,
+    axial_resnet50m,
+    axial_resnet50s,
+)
 from .compat import convert_lucidrains_state_dict
+from .deeplab import PositionSensitiveAxialAttention
 from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
 from .transformer import AxialImageTransformer
@@ -9,10 +18,17 @@ from .transformer import AxialImageTransformer
 __all__ = [
     "AutoregressiveAxialTransformer",
     "AxialAttention",
+    "AxialBlock",
     "AxialImageTransformer",
     "AxialPositionalEmbedding",
+    "AxialResNet",
     "AxisAttention",
+    "PositionSensitiveAxialAttention",
     "ReversibleSequence",
     "attend_along_axis",
+    "axial_resnet26s",
+    "axial_resnet50l",
+    "axial_resnet50m",
+    "axial_resnet50s",
     "convert_lucidrains_state_dict",
 ]

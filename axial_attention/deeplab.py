@@ -1,0 +1,287 @@
+"""Position-sensitive axial attention: Wang et al., "Axial-DeepLab" (ECCV 2020, arXiv 2003.07853), Eq. 4.
+
+    y_o = sum_{p in N(o)} softmax_p(q_o.k_p + q_o.r^q_{p-o} + k_p.r^k_{p-o}) (v_p + r^v_{p-o})
+
+along one spatial axis of a (batch, channels, height, width) map, with the paper's batch norms on the
+q/k/v projection, on each of the three similarity terms and on the two output terms.
+
+This is the package's one attention that does NOT go through `attend_along_axis` (SDPA): it is the
+separated explicit path ARCHITECTURE.md allows. The reason is the value term sum_p a_op r^v_{p-o}:
+it needs every weight a_op, which SDPA does not return, and getting them through `need_weights` is a
+second SDPA over L-wide one-hot values (L^3 work per line against the attention's own L^2 d, 7x more
+at L = 56, d = 8). An additive bias into SDPA would carry the q.r^q and k.r^k terms but not this one.
+
+With the weights materialised, the work is keeping every (L, L) pass cheap:
+  * the relative logits come from (L, 2L-1) products turned into (L, L) by a zero-copy skew view
+    instead of gathered (L, L, d) embeddings;
+  * each similarity term's batch norm is a per-head scale (its shift cancels in the softmax); the
+    scales fold into q and the tables, and in training their batch statistics come from (d, d)
+    second moments, so (with a global span) no term is materialised on its own;
+  * lines are attended in chunks whose (L, L) temporaries stay in cache.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .validation import check_input, check_int
+
+_AXES = {"height": 2, "width": 3, 2: 2, 3: 3, -2: 2, -1: 3}
+
+
+def skew(rel: Tensor) -> Tensor:
+    """(..., L, 2L-1) -> (..., L, L) view with out[o, p] = rel[o, p - o + L - 1]; `rel` must be contiguous.
+
+    Rows of the flattened tensor read with a stride one shorter than the row length step one column
+    left per row, which turns "indexed by offset" into "indexed by absolute position" without a copy.
+    """
+    length = rel.shape[-2]
+    if length == 1:
+        return rel
+    flat = rel.flatten(-2)[..., length - 1 : length - 1 + length * (2 * length - 2)]
+    return flat.unflatten(-1, (length, 2 * length - 2))[..., :length]
+
+
+def local_window(length: int, span: int, device: Optional[torch.device] = None) -> Optional[Tensor]:
+    """Bool (L, L), True where query o may attend to key p, or None when every key is in reach.
+
+    Query o sees the `span` keys starting at clamp(o - (span - 1) // 2, 0, L - span): centred where it
+    fits, shifted inwards at the borders so every query sees exactly `span` keys. Offsets p - o then
+    stay within +-(span - 1), exactly the 2 * span - 1 entries of the relative tables.
+    """
+    if length <= span:
+        return None
+    pos = torch.arange(length, device=device)
+    start = (pos - (span - 1) // 2).clamp(0, length - span)
+    return (pos >= start[:, None]) & (pos < start[:, None] + span)
+
+
+class PositionSensitiveAxialAttention(nn.Module):
+    """Multi-head position-sensitive attention along the height or width of a feature map (Eq. 4).
+
+    x: (batch, in_channels, height, width) -> (batch, out_channels, ceil(height / stride), ceil(width / stride)).
+    With need_weights=True also returns the attention weights (batch, heads, height, width, L), L the
+    attended axis' length (before any stride).
+
+    heads: each head has value width out_channels // heads and query/key width half that, as in the
+        paper's models; relative tables (2 * span - 1 entries) are shared by the heads.
+    span: global (local=False): the longest axis the layer attends over in full; a longer input is
+        an error. local=True: each query attends to a window of `span` keys around it (see
+        `local_window`), so any length runs; up to `span` this is the same as global.
+    stride: average-pool both spatial axes by this factor after attending, as the strided Axial-ResNet
+        block does.
+
+    Batch norms (the paper's, eps 1e-5, momentum 0.1): `bn_qkv` on the projection, one scale per term
+    and head on the similarities, `bn_output` on q.v and the value-relative term before they are
+    summed. The similarity norms keep only a scale and a running variance: their shift is the same
+    for every key of a query, so it cancels in the softmax.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: Optional[int] = None,
+        heads: int = 8,
+        span: int = 56,
+        axis: Union[str, int] = "height",
+        local: bool = False,
+        stride: int = 1,
+    ) -> None:
+        super().__init__()
+        check_int("in_channels", in_channels)
+        out_channels = in_channels if out_channels is None else out_channels
+        check_int("out_channels", out_channels)
+        check_int("heads", heads)
+        self.span, self.stride = check_int("span", span), check_int("stride", stride)
+        if out_channels % heads != 0:
+            raise ValueError(f"out_channels ({out_channels}) must be divisible by heads ({heads})")
+        dim_v = out_channels // heads
+        if dim_v % 2 != 0:
+            raise ValueError(
+                f"out_channels // heads = {dim_v} must be even: each head's query/key width is half its value "
+                f"width (got out_channels={out_channels}, heads={heads})"
+            )
+        if axis not in _AXES or isinstance(axis, bool):
+            raise ValueError(f"axis must be 'height' or 'width' (or 2 / 3, -2 / -1 of NCHW), got {axis!r}")
+        if not isinstance(local, bool):
+            raise TypeError(f"local must be a bool, got {type(local).__name__}")
+        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
+        self.dim_qk, self.dim_v = dim_v // 2, dim_v
+        self.axis, self.local = _AXES[axis], local
+        self.eps, self.momentum = 1e-5, 0.1
+
+        group = 2 * self.dim_qk + self.dim_v
+        self.qkv = nn.Conv2d(in_channels, heads * group, 1, bias=False)  # per head: [q | k | v]
+        self.bn_qkv = nn.BatchNorm2d(heads * group)
+        # Columns of `relative` are offsets p - o from -(span - 1) to span - 1; rows are r^q, r^k, r^v.
+        self.relative = nn.Parameter(torch.empty(group, 2 * span - 1))
+        self.similarity_weight = nn.Parameter(torch.ones(3, heads))  # q.k, q.r^q, k.r^k
+        self.register_buffer("similarity_running_var", torch.ones(3, heads))
+        self.bn_output = nn.BatchNorm1d(2 * out_channels)  # [q.v terms | value-relative terms]
+        # Axial-DeepLab's initialisation: unit-variance logits at the start.
+        nn.init.normal_(self.qkv.weight, 0.0, math.sqrt(1.0 / in_channels))
+        nn.init.normal_(self.relative, 0.0, math.sqrt(1.0 / dim_v))
+
+    def extra_repr(self) -> str:
+        axis = "height" if self.axis == 2 else "width"
+        return (
+            f"{self.in_channels}, {self.out_channels}, heads={self.heads}, span={self.span}, axis={axis!r}, "
+            f"local={self.local}, stride={self.stride}"
+        )
+
+    def _tables(self, length: int) -> tuple[Tensor, Tensor, Tensor]:
+        """r^q, r^k, r^v for offsets -(L-1)..L-1, each (width, 2L - 1); offsets beyond the span are zero."""
+        extra = length - self.span
+        # Beyond the span (local mode) the weights are zero anyway; zero columns keep one code path.
+        table = F.pad(self.relative, (extra, extra)) if extra > 0 else self.relative[:, -extra : 2 * self.span - 1 + extra]
+        return table.split([self.dim_qk, self.dim_qk, self.dim_v], dim=0)
+
+    def _similarity_scales(self, q: Tensor, k: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:
+        """(3, heads) factors gamma / sqrt(var + eps) for q.k, q.r^q, k.r^k: batch statistics or running variance.
+
+        The batch moments come from (d x d) second-moment matrices rather than the (L, L) terms, so
+        training attends chunk by chunk like eval and no term is built only to be measured.
+        """
+        if not self.training:
+            return self.similarity_weight * torch.rsqrt(self.similarity_running_var + self.eps)
+        heads, rows, length, _ = q.shape
+        pairs = q.new_ones(length, length) if window is None else window.to(q.dtype)  # [o, p]: attended
+        count = float(pairs.sum()) * rows
+        index = _offset_index(length, q.device)
+        rq, rk = (t.t()[index].view(length, length, -1) for t in (tq, tk))  # [o, p] -> r_{p-o}
+        if window is None:
+            qk = (q.sum(2) * k.sum(2)).sum((1, 2)), (q.mT @ q * (k.mT @ k)).sum((1, 2, 3))
+        else:  # windowed pair sums have no small closed form; measure the term itself
+            scores = q @ k.mT
+            qk = (scores * pairs).sum((1, 2, 3)), (scores.square() * pairs).sum((1, 2, 3))
+        moments = (qk, _relative_moments(q, rq, pairs), _relative_moments(k, rk.transpose(0, 1), pairs.t()))
+        mean = torch.stack([m[0] for m in moments]) / count
+        var = (torch.stack([m[1] for m in moments]) / count - mean.square()).clamp_min(0)
+        with torch.no_grad():
+            unbiased = var * (count / max(count - 1, 1))
+            self.similarity_running_var.lerp_(unbiased.to(self.similarity_running_var.dtype), self.momentum)
+        return self.similarity_weight * torch.rsqrt(var + self.eps)
+
+    def _eval_projection(self) -> tuple[Tensor, Tensor]:
+        """Weight and bias of the 1x1 projection with every eval-mode affine map that commutes with it folded in.
+
+        bn_qkv folds into the projection. The q.v half of bn_output folds into v: its scale directly,
+        and both halves' shifts because the weights of a query sum to one.
+        """
+        bn, out = self.bn_qkv, self.bn_output
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        out_scale = out.weight * torch.rsqrt(out.running_var + out.eps)
+        out_shift = (out.bias - out.running_mean * out_scale).view(2, -1).sum(0).view(self.heads, -1)
+        ones = scale.new_ones(self.heads, 2 * self.dim_qk)
+        v_scale = torch.cat((ones, out_scale[: self.out_channels].view(self.heads, -1)), dim=1).flatten()
+        v_shift = torch.cat((torch.zeros_like(ones), out_shift), dim=1).flatten()
+        return self.qkv.weight * (scale * v_scale)[:, None, None, None], shift * v_scale + v_shift
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
+        check_input(
+            x, name="x", owner="PositionSensitiveAxialAttention", ndim=4, layout="batch, channels, height, width",
+            dim_index=1, dim=self.in_channels,
+        )
+        length, heads = x.shape[self.axis], self.heads
+        if not self.local and length > self.span:
+            name = "height" if self.axis == 2 else "width"
+            raise ValueError(
+                f"x has {name} {length}, but this PositionSensitiveAxialAttention attends globally over at most "
+                f"span={self.span} positions; build it with span >= {length}, or with local=True to attend "
+                f"within windows of {self.span}"
+            )
+        qkv = self.bn_qkv(self.qkv(x)) if self.training else F.conv2d(x, *self._eval_projection())
+        # (heads, batch, lines, L, group): one copy, after which every product reads q, k, v in place.
+        qkv = qkv.unflatten(1, (heads, -1)).permute((1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2))
+        qkv = qkv.contiguous()
+        batch, lines = x.shape[0], qkv.shape[2]
+        q, k, v = qkv.view(heads, batch * lines, length, -1).split([self.dim_qk, self.dim_qk, self.dim_v], dim=-1)
+        tq, tk, tv = self._tables(length)
+        window = local_window(length, self.span, x.device)
+
+        s = self._similarity_scales(q, k, tq, tk, window)
+        # Each term's scale goes into a factor without an (L, L) size. k's table is reversed so that
+        # k_p . r^k_{p-o}, computed per key p, lines up by query under the same skew as q's.
+        tq, tk = tq * s[1, :, None, None], tk.flip(-1) * s[2, :, None, None]
+        tv_abs = tv.t()[_offset_index(length, x.device)].view(length, length, -1)
+        sv, sve, weights = self._attend(q, k, v, tq, tk, s[0, :, None, None, None], tv_abs, window, need_weights)
+
+        # (heads, batch, lines, L, dv) -> (batch, heads, dv, height, width)
+        order = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 4, 2, 3)
+        if self.training:
+            stacked = torch.stack((sv, sve)).view(2, heads, batch, lines, length, self.dim_v)
+            stacked = stacked.permute(order[0] + 1, 0, *(i + 1 for i in order[1:]))
+            out = self.bn_output(stacked.reshape(batch, 2 * self.out_channels, -1))
+            out = out.view(batch, 2, self.out_channels, *x.shape[2:]).sum(1)
+        else:  # the q.v half of bn_output is already in v (see _eval_projection)
+            bn = self.bn_output
+            rel_scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps))[self.out_channels :]
+            out = sv.addcmul_(sve, rel_scale.view(heads, 1, 1, -1)).view(heads, batch, lines, length, -1)
+            out = out.permute(order).reshape(batch, self.out_channels, *x.shape[2:])
+        if self.stride > 1:
+            # ceil_mode matches a stride-s 1x1 convolution's output size, so odd sizes meet the shortcut.
+            out = F.avg_pool2d(out, self.stride, self.stride, ceil_mode=True)
+        if not need_weights:
+            return out
+        weights = weights.view(heads, batch, lines, length, length)
+        return out, weights.permute((1, 0, 3, 2, 4) if self.axis == 2 else (1, 0, 2, 3, 4))
+
+    # Rows of (batch * lines) are attended this many scores at a time, so that a chunk's (L, L)
+    # temporaries stay in cache instead of being allocated (and page-faulted) at full size.
+    chunk_scores = 1 << 18
+
+    def _attend(self, q, k, v, tq, tk, s_qk, tv_abs, window, need_weights):
+        """Softmax attention of Eq. 4 -> (q.v term, value-relative term, weights or None), each per head and row."""
+        heads, rows, length, dq = q.shape
+        sv, sve = q.new_empty(heads, rows, length, self.dim_v), q.new_empty(heads, rows, length, self.dim_v)
+        all_weights = q.new_empty(heads, rows, length, length) if need_weights else None
+        step = max(1, self.chunk_scores // (heads * length * length))
+        for start in range(0, rows, step):
+            part = slice(start, start + step)
+            qc, kc = q[:, part], k[:, part]
+            logits = _relative(qc, tq) + _relative(kc, tk).transpose(-1, -2)
+            logits.view(-1, length, length).baddbmm_((qc * s_qk).view(-1, length, dq), kc.reshape(-1, length, dq).mT)
+            if window is not None:
+                logits.masked_fill_(~window, float("-inf"))
+            weights = logits.softmax(dim=-1)
+            sv[:, part] = weights @ v[:, part]
+            sve[:, part] = _value_relative(weights, tv_abs)
+            if need_weights:
+                all_weights[:, part] = weights
+        return sv, sve, all_weights
+
+
+def _offset_index(length: int, device: torch.device) -> Tensor:
+    """Flattened (L, L) column index of offset p - o in a (.., 2L - 1) table, [o, p] row-major."""
+    pos = torch.arange(length, device=device)
+    return (pos - pos[:, None] + length - 1).flatten()
+
+
+def _relative(t: Tensor, table: Tensor) -> Tensor:
+    """t_o . r_{p-o} for t (heads, rows, L, d) and table (heads or 1, d, 2L - 1): a (heads, rows, L, L) view."""
+    heads, rows, length, dim = t.shape
+    rel = torch.bmm(t.reshape(heads, rows * length, dim), table.expand(heads, -1, -1))
+    return skew(rel.view(heads, rows, length, -1))
+
+
+def _value_relative(weights: Tensor, tv_abs: Tensor) -> Tensor:
+    """sum_p a_op r^v_{p-o}: per query o, its weights over every row times the (L, dv) table slice of o."""
+    heads, rows, length, _ = weights.shape
+    flat = weights.reshape(-1, length, length).transpose(0, 1)  # (Lq, heads * rows, Lk)
+    return torch.bmm(flat, tv_abs).transpose(0, 1).view(heads, rows, length, -1)
+
+
+def _relative_moments(t: Tensor, table: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
+    """Per head, the sum and the sum of squares of t_i . table[i, j] over the pairs (i, j) with pairs[i, j] = 1.
+
+    t: (heads, rows, L, d); table: (L, L, d); pairs: (L, L). Summing the table over j first leaves
+    per-position vectors and (d, d) matrices, so nothing of size (rows, L, L) is built.
+    """
+    first = torch.einsum("ij,ijc->ic", pairs, table)
+    second = torch.einsum("ij,ijc,ijd->icd", pairs, table, table)
+    return torch.einsum("hnic,ic->h", t, first), (torch.einsum("hnic,icd->hnid", t, second) * t).sum((1, 2, 3))

@@ -1,0 +1,266 @@
+"""Position-sensitive axial attention and Axial-ResNets against a naive Eq. 4 written out here."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from axial_attention import (
+    AxialBlock,
+    AxialResNet,
+    PositionSensitiveAxialAttention,
+    axial_resnet26s,
+    axial_resnet50l,
+    axial_resnet50m,
+    axial_resnet50s,
+)
+from axial_attention.deeplab import skew
+
+EPS = 1e-5
+
+
+def window_mask(length: int, span: int) -> torch.Tensor:
+    """Query o sees `span` keys starting at clamp(o - (span - 1) // 2, 0, L - span); all keys if L <= span."""
+    allowed = torch.zeros(length, length, dtype=torch.bool)
+    for o in range(length):
+        if length <= span:
+            allowed[o] = True
+            continue
+        start = min(max(o - (span - 1) // 2, 0), length - span)
+        allowed[o, start : start + span] = True
+    return allowed
+
+
+def batch_norm(t: torch.Tensor, channel_dim: int, bn, training: bool, shift: float = 0.0) -> torch.Tensor:
+    """Textbook batch norm over every dim but `channel_dim` (biased variance), or the running statistics."""
+    t = t.movedim(channel_dim, -1)
+    if training:
+        flat = t.reshape(-1, t.shape[-1])
+        mean, var = flat.mean(0), flat.var(0, unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    return ((t - mean) / torch.sqrt(var + EPS) * bn.weight + bn.bias + shift).movedim(-1, channel_dim)
+
+
+def naive_eq4(layer: PositionSensitiveAxialAttention, x: torch.Tensor):
+    """y_o = sum_p softmax_p(BN(q_o.k_p) + BN(q_o.r^q_{p-o}) + BN(k_p.r^k_{p-o})) (v_p + r^v_{p-o}), then BN, sum.
+
+    Every score is materialised as (batch, lines, heads, o, p); relative embeddings are looked up by
+    the explicit offset p - o. Returns (output, weights (batch, lines, heads, o, p), term variances).
+    """
+    training, heads, dq, dv, m = layer.training, layer.heads, layer.dim_qk, layer.dim_v, layer.span
+    seq = x.permute(0, 3, 2, 1) if layer.axis == 2 else x.permute(0, 2, 3, 1)  # (batch, lines, L, C)
+    length = seq.shape[2]
+    qkv = batch_norm(seq @ layer.qkv.weight.flatten(1).t(), -1, layer.bn_qkv, training)
+    qkv = qkv.reshape(*qkv.shape[:3], heads, 2 * dq + dv)
+    q, k, v = qkv[..., :dq], qkv[..., dq : 2 * dq], qkv[..., 2 * dq :]
+
+    allowed = window_mask(length, m)
+    offsets = torch.arange(length)[None, :] - torch.arange(length)[:, None]  # [o, p] = p - o
+    column = (offsets + m - 1).clamp(0, 2 * m - 2)  # out-of-window pairs: any column, masked below
+    emb = layer.relative[:, column]  # (channels, o, p)
+    rq, rk, rv = emb[:dq], emb[dq : 2 * dq], emb[2 * dq :]
+
+    terms = (
+        torch.einsum("bwohc,bwphc->bwhop", q, k),
+        torch.einsum("bwohc,cop->bwhop", q, rq),
+        torch.einsum("bwphc,cop->bwhop", k, rk),
+    )
+    logits, variances = 0, []
+    for i, term in enumerate(terms):
+        gamma = layer.similarity_weight[i][:, None, None]
+        if training:
+            picked = term.movedim(2, 0)[:, :, :, allowed]  # (heads, batch, lines, allowed pairs)
+            mean = picked.reshape(heads, -1).mean(1)[:, None, None]
+            var = picked.reshape(heads, -1).var(1, unbiased=False)
+            variances.append(var)
+            var = var[:, None, None]
+        else:
+            mean, var = 0.37 * (i + 1), layer.similarity_running_var[i][:, None, None]  # any shift cancels
+        logits = logits + gamma * (term - mean) / torch.sqrt(var + EPS) + 0.5 * i
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    weights = logits.softmax(-1)
+    sv = torch.einsum("bwhop,bwphc->bwohc", weights, v)
+    sve = torch.einsum("bwhop,cop->bwohc", weights, rv)
+    stacked = torch.stack((sv, sve), dim=3).flatten(3)  # (batch, lines, L, 2 * heads * dv)
+    out = batch_norm(stacked, -1, layer.bn_output, training).unflatten(-1, (2, -1)).sum(-2)
+    out = out.permute(0, 3, 2, 1) if layer.axis == 2 else out.permute(0, 3, 1, 2)
+    if layer.stride > 1:
+        out = F.avg_pool2d(out, layer.stride, ceil_mode=True)
+    return out, weights, variances
+
+
+def randomise(layer: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial affine parameters and running statistics, so no norm is an identity by accident."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(layer.named_parameters()) + list(layer.named_buffers()):
+            if "num_batches" in name:
+                continue
+            if "var" in name or "weight" in name and ("bn" in name or "similarity" in name):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+            elif "bias" in name or "mean" in name:
+                t.copy_(0.3 * torch.randn(t.shape, generator=g))
+
+
+CASES = [  # (axis, span, local, height, width, stride)
+    ("height", 7, False, 7, 5, 1),  # global, full span, non-square
+    ("width", 9, False, 4, 6, 1),  # global, shorter than the span
+    ("height", 3, True, 8, 5, 1),  # local window inside a longer axis
+    ("width", 4, True, 3, 9, 2),  # even local span, stride with odd sizes
+    ("height", 1, True, 4, 3, 1),  # span 1: each query sees only itself
+    ("width", 5, False, 2, 1, 1),  # an axis of length 1
+]
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("axis,span,local,height,width,stride", CASES)
+def test_matches_naive_eq4(axis, span, local, height, width, stride, training):
+    torch.manual_seed(0)
+    layer = PositionSensitiveAxialAttention(12, 16, heads=2, span=span, axis=axis, local=local, stride=stride).double()
+    randomise(layer)
+    layer.train(training)
+    layer.chunk_scores = 2 * 2 * max(height, width) ** 2  # eval attends two rows at a time: several chunks
+    x = torch.randn(3, 12, height, width, dtype=torch.double, requires_grad=True)
+    ref_layer = PositionSensitiveAxialAttention(12, 16, heads=2, span=span, axis=axis, local=local, stride=stride)
+    ref_layer = ref_layer.double().train(training)
+    ref_layer.load_state_dict(layer.state_dict())
+    x_ref = x.detach().clone().requires_grad_(True)
+
+    out, weights = layer(x, need_weights=True)
+    ref, ref_weights, variances = naive_eq4(ref_layer, x_ref)
+    assert out.shape == (3, 16, math.ceil(height / stride), math.ceil(width / stride))
+    torch.testing.assert_close(out, ref)
+    order = (0, 3, 1, 2, 4) if axis == "height" else (0, 2, 1, 3, 4)  # back to (batch, lines, heads, o, p)
+    torch.testing.assert_close(weights.permute(order), ref_weights)
+
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    for (name, p), p_ref in zip(layer.named_parameters(), ref_layer.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, msg=name)
+    if training:  # running variance: unbiased batch variance blended in with momentum 0.1
+        n = 3 * (width if axis == "height" else height) * int(window_mask(x.shape[2 if axis == "height" else 3], span).sum())
+        expected = 0.9 * ref_layer.similarity_running_var + 0.1 * torch.stack(variances) * n / max(n - 1, 1)
+        torch.testing.assert_close(layer.similarity_running_var, expected)
+
+
+def test_weights_are_a_distribution_over_the_window():
+    layer = PositionSensitiveAxialAttention(8, 8, heads=2, span=3, axis="width", local=True).eval()
+    _, weights = layer(torch.randn(2, 8, 3, 7), need_weights=True)
+    assert weights.shape == (2, 2, 3, 7, 7)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 3, 7))
+    outside = ~window_mask(7, 3)
+    assert (weights[..., outside] == 0).all() and (weights[..., ~outside] > 0).all()
+
+
+def test_local_equals_global_within_the_span():
+    torch.manual_seed(1)
+    g = PositionSensitiveAxialAttention(8, 8, heads=2, span=6, axis="height").eval()
+    loc = PositionSensitiveAxialAttention(8, 8, heads=2, span=6, axis="height", local=True).eval()
+    loc.load_state_dict(g.state_dict())
+    x = torch.randn(2, 8, 5, 3)
+    torch.testing.assert_close(loc(x), g(x))
+
+
+def test_output_depends_only_on_the_window():
+    """Perturb keys outside a query's local window: its output must not move."""
+    torch.manual_seed(2)
+    layer = PositionSensitiveAxialAttention(8, 8, heads=2, span=3, axis="height", local=True).eval()
+    x = torch.randn(1, 8, 9, 2)
+    y = x.clone()
+    y[:, :, 6:] += torch.randn_like(y[:, :, 6:])  # query 2 sees rows 1..3
+    torch.testing.assert_close(layer(x)[:, :, :4], layer(y)[:, :, :4])
+    assert not torch.allclose(layer(x)[:, :, 6:], layer(y)[:, :, 6:])
+
+
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_skew_is_the_offset_lookup(length):
+    rel = torch.randn(2, length, 2 * length - 1)
+    offsets = torch.arange(length)[None, :] - torch.arange(length)[:, None]
+    expected = rel.gather(-1, (offsets + length - 1).expand(2, -1, -1))
+    torch.testing.assert_close(skew(rel), expected)
+
+
+PARAMS = [(axial_resnet26s, 5.9e6), (axial_resnet50s, 11.6e6), (axial_resnet50m, 25.2e6), (axial_resnet50l, 44.0e6)]
+
+
+@pytest.mark.parametrize("build,count", PARAMS)
+def test_parameter_counts_match_the_official_models(build, count):
+    n = sum(p.numel() for p in build(num_classes=1000).parameters())
+    assert abs(n / count - 1) < 0.02, n
+
+
+@pytest.mark.parametrize("size", [(224, 224), (256, 256), (64, 96)])
+def test_axial_resnet26s_runs_at_several_sizes(size):
+    model = axial_resnet26s(num_classes=10).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+def test_bigger_model_runs_non_square():
+    model = axial_resnet50s(num_classes=5).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 40))
+    assert out.shape == (1, 5) and torch.isfinite(out).all()
+
+
+def test_global_backbone_is_exact_up_to_image_size_and_refuses_beyond():
+    model = AxialResNet((1, 1, 1, 1), 0.125, 3, heads=2, image_size=(64, 48), local=False).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 48)).shape == (1, 3)
+        assert model(torch.randn(1, 3, 33, 17)).shape == (1, 3)
+    with pytest.raises(ValueError, match="span"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+def test_every_parameter_learns():
+    torch.manual_seed(3)
+    model = AxialResNet((1, 1, 1, 1), 0.125, 4, in_channels=1, heads=2, image_size=8, stem="small",
+                        zero_init_residual=False)
+    loss = F.cross_entropy(model(torch.randn(4, 1, 8, 7)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("stride,size", [(1, (6, 6)), (2, (7, 5))])
+def test_axial_block_is_a_bottleneck_drop_in(stride, size):
+    block = AxialBlock(16, 8, stride, heads=2, span=8)
+    out = block(torch.randn(2, 16, *size))
+    assert out.shape == (2, 16, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+    assert (out >= 0).all()  # ends in a ReLU after the residual sum
+    assert (block.downsample is None) == (stride == 1)
+
+
+def test_bad_input():
+    layer = PositionSensitiveAxialAttention(16, heads=4, span=8)
+    with pytest.raises(ValueError, match="embedding axis .* expects 16"):
+        layer(torch.randn(1, 12, 8, 8))
+    with pytest.raises(ValueError, match="height 9.*span=8"):
+        layer(torch.randn(1, 16, 9, 8))
+    layer(torch.randn(1, 16, 8, 30))  # the width is not this layer's axis
+    with pytest.raises(ValueError, match="expects 4"):
+        layer(torch.randn(16, 8, 8))
+    with pytest.raises(TypeError, match="floating"):
+        layer(torch.ones(1, 16, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="divisible by heads"):
+        PositionSensitiveAxialAttention(16, 20, heads=8)
+    with pytest.raises(ValueError, match="must be even"):
+        PositionSensitiveAxialAttention(16, 24, heads=8)
+    with pytest.raises(ValueError, match="axis"):
+        PositionSensitiveAxialAttention(16, axis="depth")
+    with pytest.raises(TypeError, match="span"):
+        PositionSensitiveAxialAttention(16, span=7.0)
+    with pytest.raises(ValueError, match="AxialBlock expects 16"):
+        AxialBlock(16, 8, heads=2)(torch.randn(1, 8, 4, 4))
+    with pytest.raises(ValueError, match="layers"):
+        AxialResNet((1, 1, 1), 0.5)
+    with pytest.raises(ValueError, match="stem"):
+        AxialResNet((1, 1, 1, 1), 0.5, stem="cifar")
+    with pytest.raises(ValueError, match="AxialResNet expects 3"):
+        axial_resnet26s(num_classes=2)(torch.randn(1, 1, 32, 32))
