@@ -2,7 +2,7 @@
 replaced by height-axis then width-axis position-sensitive attention, in all four stages.
 
 Layer counts, widths and the block follow the paper's ImageNet models; with 1000 classes the
-parameter counts match the official implementation's within 0.5% (5.9M, 11.6M, 25.2M, 44.0M).
+parameter counts match the official implementation's within 1% (5.9M, 11.6M, 25.2M, 44.0M).
 """
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ class AxialResNet(nn.Module):
             raise ValueError(f"layers must give the number of blocks of 4 stages, got {tuple(layers)!r}")
         for i, n in enumerate(layers):
             check_int(f"layers[{i}]", n)
-        if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) or width_multiplier <= 0:
+        is_number = isinstance(width_multiplier, (int, float)) and not isinstance(width_multiplier, bool)
+        if not is_number or width_multiplier <= 0:
             raise ValueError(f"width_multiplier must be a positive number, got {width_multiplier!r}")
         self.in_channels = check_int("in_channels", in_channels)
         check_int("num_classes", num_classes)
@@ -132,7 +133,9 @@ class AxialResNet(nn.Module):
             size = _halve(_halve(size))
         elif stem == "small":
             self.stem = nn.Sequential(
-                nn.Conv2d(in_channels, inplanes, 3, padding=1, bias=False), nn.BatchNorm2d(inplanes), nn.ReLU(inplace=True)
+                nn.Conv2d(in_channels, inplanes, 3, padding=1, bias=False),
+                nn.BatchNorm2d(inplanes),
+                nn.ReLU(inplace=True),
             )
         else:
             raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
@@ -162,7 +165,7 @@ class AxialResNet(nn.Module):
                     nn.init.zeros_(m.bn2.weight)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(batch, in_channels, H, W) -> the last stage's map (batch, channels, ~H / 32, ~W / 32) (/8 for the small stem)."""
+        """(batch, in_channels, H, W) -> last stage's map (batch, channels, ~H / 32, ~W / 32); /8 with the small stem."""
         check_input(
             x, name="x", owner="AxialResNet", ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.in_channels,

@@ -137,7 +137,10 @@ class PositionSensitiveAxialAttention(nn.Module):
         """r^q, r^k, r^v for offsets -(L-1)..L-1, each (width, 2L - 1); offsets beyond the span are zero."""
         extra = length - self.span
         # Beyond the span (local mode) the weights are zero anyway; zero columns keep one code path.
-        table = F.pad(self.relative, (extra, extra)) if extra > 0 else self.relative[:, -extra : 2 * self.span - 1 + extra]
+        if extra > 0:
+            table = F.pad(self.relative, (extra, extra))
+        else:
+            table = self.relative[:, -extra : 2 * self.span - 1 + extra]
         return table.split([self.dim_qk, self.dim_qk, self.dim_v], dim=0)
 
     def _similarity_scales(self, q: Tensor, k: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:

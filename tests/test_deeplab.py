@@ -143,7 +143,8 @@ def test_matches_naive_eq4(axis, span, local, height, width, stride, training):
     for (name, p), p_ref in zip(layer.named_parameters(), ref_layer.parameters()):
         torch.testing.assert_close(p.grad, p_ref.grad, msg=name)
     if training:  # running variance: unbiased batch variance blended in with momentum 0.1
-        n = 3 * (width if axis == "height" else height) * int(window_mask(x.shape[2 if axis == "height" else 3], span).sum())
+        lines, length = (width, height) if axis == "height" else (height, width)
+        n = 3 * lines * int(window_mask(length, span).sum())
         expected = 0.9 * ref_layer.similarity_running_var + 0.1 * torch.stack(variances) * n / max(n - 1, 1)
         torch.testing.assert_close(layer.similarity_running_var, expected)
 
@@ -264,3 +265,20 @@ def test_bad_input():
         AxialResNet((1, 1, 1, 1), 0.5, stem="cifar")
     with pytest.raises(ValueError, match="AxialResNet expects 3"):
         axial_resnet26s(num_classes=2)(torch.randn(1, 1, 32, 32))
+
+
+def test_digits_example_runs_tiny(monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "classify_digits.py"
+    argv = [str(script), "--epochs", "1", "--width", "0.0625", "--heads", "2", "--limit", "64", "--batch-size", "32"]
+    monkeypatch.setattr("sys.argv", argv)
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)  # the example pins one thread; leave the other tests theirs
+    out = capsys.readouterr().out
+    accuracy = float(out.split("test accuracy:")[1].split()[0])
+    assert 0.0 <= accuracy <= 1.0
