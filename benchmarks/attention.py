@@ -40,6 +40,7 @@ def step(module, x: torch.Tensor, backward: bool) -> None:
 def child(config: dict) -> None:
     """One configuration in a fresh process: print its peak memory above the baseline."""
     torch.manual_seed(0)
+    torch.set_num_threads(config["threads"])
     device, dtype = torch.device(config["device"]), getattr(torch, config["dtype"])
     shape, heads = config["shape"], config["heads"]
     module = build(config["package"], shape[-1], heads, config.get("causal", False)).to(device, dtype)
@@ -84,13 +85,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads; 1 by default because on a shared machine multi-threaded timings are "
+                             "dominated by scheduling (a stalled thread holds up every parallel region)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.set_num_threads(args.threads)
     threads = torch.get_num_threads() if device.type == "cpu" else None
     rows = []
     for shape, heads in SHAPES:
@@ -100,7 +105,7 @@ def main() -> None:
                 package: measure_in_subprocess(
                     "benchmarks.attention",
                     dict(package=package, shape=shape, heads=heads, backward=backward,
-                         device=args.device, dtype=args.dtype),
+                         device=args.device, dtype=args.dtype, threads=args.threads),
                 )["peak_bytes"]
                 for package in ("ours", "peer")
             }
