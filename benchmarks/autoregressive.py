@@ -146,7 +146,7 @@ def benchmark_training(repeats: int) -> tuple[str, dict]:
 
 
 def benchmark_digits(steps: int) -> tuple[str, dict]:
-    args = parse_args([])
+    args = parse_args([])  # the main job's width, depth, batch and learning rate; no dropout in either model
     data = load_data(args)
     (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
     shape, levels, classes = tuple(train_x.shape[1:]), data["levels"], data["num_classes"]
@@ -178,19 +178,25 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="training-step measurements per model and size")
     p.add_argument("--reference-rows", type=int, default=2, help="rows of the reference sampler to time")
     p.add_argument("--digits-steps", type=int, default=400)
+    p.add_argument("--parts", nargs="+", choices=("sampling", "training", "digits"),
+                   default=("sampling", "training", "digits"))
     p.add_argument("--child", help=argparse.SUPPRESS)  # JSON config of one training-step measurement
     args = p.parse_args()
     if args.child:
         print(json.dumps(train_step_child(**json.loads(args.child))))
         return
     print(f"torch {torch.__version__}, {THREADS} threads, width {WIDTH}, {HEADS} heads\n")
-    table, s = benchmark_sampling(args.reference_rows)
-    print(f"Sampling ({DEPTH} outer + {DEPTH} inner layers, single thread for both paths):\n\n{table}\n")
-    print(f"*the reference timed on {args.reference_rows} of 32 rows and scaled; cached is {s['ratio']:.0f}x faster\n")
-    table, t = benchmark_training(args.repeats)
-    print(f"Training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
-    table, d = benchmark_digits(args.digits_steps)
-    print(f"Digits, the same {args.digits_steps} steps of the main job's settings for both:\n\n{table}\n")
+    if "sampling" in args.parts:
+        table, s = benchmark_sampling(args.reference_rows)
+        print(f"Sampling ({DEPTH} outer + {DEPTH} inner layers, single thread for both paths):\n\n{table}\n")
+        print(f"*the reference timed on {args.reference_rows} of 32 rows and scaled; "
+              f"cached is {s['ratio']:.0f}x faster\n")
+    if "training" in args.parts:
+        table, _ = benchmark_training(args.repeats)
+        print(f"Training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
+    if "digits" in args.parts:
+        table, _ = benchmark_digits(args.digits_steps)
+        print(f"Digits, the same {args.digits_steps} steps for both (the main job's settings, no dropout):\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -41,13 +41,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--levels", type=int, help="quantisation levels (default: 17 for digits, 256 otherwise)")
     p.add_argument("--size", type=int, help="resize folder images to size x size")
     p.add_argument("--out", default="runs/digits", help="output folder (samples, checkpoint)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32, help="global batch, split over the ranks")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--samples-per-row", type=int, default=10)
@@ -211,10 +211,10 @@ def save_samples(model: AutoregressiveAxialTransformer, path: Path, levels: int,
         labels, rows = None, per_row
     with single_thread():
         images = model.sample(rows * per_row, labels=labels, generator=generator)
-    c, h, w = images.shape[1:]
-    grid = images.reshape(rows, per_row, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, per_row * w, c)
-    pixels = (grid * 255 // (levels - 1)).to(torch.uint8).numpy()
-    img = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
+    pixels = F.pad(images * 255 // (levels - 1), (1, 1, 1, 1), value=96).to(torch.uint8)  # grey frames
+    c, h, w = pixels.shape[1:]
+    grid = pixels.reshape(rows, per_row, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, per_row * w, c).numpy()
+    img = Image.fromarray(grid[..., 0] if c == 1 else grid)
     scale = max(1, 256 // max(rows * h, per_row * w))
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
 
