@@ -193,6 +193,8 @@ def _ddp_worker(rank, world, port, path):
         if rank == 0:
             torch.save({n: p.grad for n, p in model.named_parameters()}, path)
     finally:
+        # Both ranks leave together: a rank that tears gloo down while its peer still works can abort that peer.
+        dist.barrier()
         dist.destroy_process_group()
 
 
