@@ -181,20 +181,25 @@ def test_bf16_autocast_trains(reversible):
         torch.testing.assert_close(ours[name], plain[name], rtol=0, atol=2e-2 * scale, msg=name)
 
 
+def _ddp_step(rank, world, path):
+    torch.manual_seed(0)
+    model = AxialImageTransformer(dim=8, depth=2, heads=2).double()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    xs = torch.randn(world, 2, 8, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.double)
+    ddp(xs[rank]).square().mean().backward()  # a plain input: the parameters alone need grads
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters()}, path)
+
+
 def _ddp_worker(rank, world, port, path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        model = AxialImageTransformer(dim=8, depth=2, heads=2).double()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        xs = torch.randn(world, 2, 8, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.double)
-        ddp(xs[rank]).square().mean().backward()  # a plain input: the parameters alone need grads
-        if rank == 0:
-            torch.save({n: p.grad for n, p in model.named_parameters()}, path)
-    finally:
-        # Both ranks leave together: a rank that tears gloo down while its peer still works can abort that peer.
+        # DDP lives and dies inside _ddp_step: its reducer must be gone before the process group is
+        # destroyed, and both ranks leave together, or a rank can abort at exit.
+        _ddp_step(rank, world, path)
         dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 
