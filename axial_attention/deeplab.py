@@ -153,7 +153,9 @@ class PositionSensitiveAxialAttention(nn.Module):
             return self.similarity_weight * torch.rsqrt(self.similarity_running_var + self.eps)
         heads, rows, length, _ = q.shape
         pairs = q.new_ones(length, length) if window is None else window.to(q.dtype)  # [o, p]: attended
-        count = float(pairs.sum()) * rows
+        # Every query attends to all keys, or to exactly `span` of them in a window: an exact count,
+        # with no reduction (a device sync on CUDA, and rounding in bf16).
+        count = rows * length * (length if window is None else self.span)
         index = _offset_index(length, q.device)
         rq, rk = (t.t()[index].view(length, length, -1) for t in (tq, tk))  # [o, p] -> r_{p-o}
         if window is None:
@@ -248,7 +250,8 @@ class PositionSensitiveAxialAttention(nn.Module):
             part = slice(start, start + step)
             qc, kc = q[:, part], k[:, part]
             logits = _relative(qc, tq) + _relative(kc, tk).transpose(-1, -2)
-            logits.view(-1, length, length).baddbmm_((qc * s_qk).view(-1, length, dq), kc.reshape(-1, length, dq).mT)
+            # In-place baddbmm_ is not autocast: the float32 scales must not promote the bf16 chunk.
+            logits.view(-1, length, length).baddbmm_((qc * s_qk.to(qc.dtype)).view(-1, length, dq), kc.reshape(-1, length, dq).mT)
             if window is not None:
                 logits.masked_fill_(~window, float("-inf"))
             weights = logits.softmax(dim=-1)

@@ -192,7 +192,7 @@ PARAMS = [(axial_resnet26s, 5.9e6), (axial_resnet50s, 11.6e6), (axial_resnet50m,
 @pytest.mark.parametrize("build,count", PARAMS)
 def test_parameter_counts_match_the_official_models(build, count):
     n = sum(p.numel() for p in build(num_classes=1000).parameters())
-    assert abs(n / count - 1) < 0.02, n
+    assert abs(n / count - 1) < 0.01, n
 
 
 @pytest.mark.parametrize("size", [(224, 224), (256, 256), (64, 96)])
@@ -280,5 +280,24 @@ def test_digits_example_runs_tiny(monkeypatch, capsys):
     finally:
         torch.set_num_threads(threads)  # the example pins one thread; leave the other tests theirs
     out = capsys.readouterr().out
-    accuracy = float(out.split("test accuracy:")[1].split()[0])
-    assert 0.0 <= accuracy <= 1.0
+    # A one-epoch run of a tiny model on 64 digits: a smoke test that the script trains, evaluates and
+    # reports (the accuracy target is checked by running the example at its defaults, see the README).
+    assert "test accuracy:" in out, out
+    float(out.split("test accuracy:")[1].split()[0].rstrip("%"))
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("local", [False, True])
+def test_bf16_autocast_tracks_float32(training, local):
+    import copy
+
+    torch.manual_seed(0)
+    layer = PositionSensitiveAxialAttention(16, heads=2, span=5 if local else 12, axis="width", local=local)
+    layer.train(training)
+    twin = copy.deepcopy(layer)  # training updates running statistics: each run gets its own copy
+    x = torch.randn(2, 16, 6, 12)
+    high = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = twin(x).float()
+    assert torch.isfinite(low).all()
+    assert (low - high).abs().max() < 0.05 * high.abs().max()
