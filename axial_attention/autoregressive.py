@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .attention import AxisAttention
 from .positional import AxialPositionalEmbedding
-from .validation import check_int, check_probability
+from .validation import check_int, check_probability, check_shape
 
 # Residual branches start close to the identity, as in the official code (zero-ish output
 # projections): the untrained model is a per-position unigram model and depth is added gradually.
@@ -86,9 +86,11 @@ def _check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_le
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ValueError(f"{name} must have shape (batch, {layout}) = (batch, {', '.join(map(str, shape))}) "
                          f"for {owner}, got {tuple(x.shape)}")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= num_levels):
-        raise ValueError(f"{name} values must be in [0, {num_levels}) for {owner}, got values in "
-                         f"[{int(x.min())}, {int(x.max())}]")
+    if x.numel():
+        low, high = torch.aminmax(x)  # one pass, and one device sync for both bounds
+        low, high = int(low), int(high)
+        if low < 0 or high >= num_levels:
+            raise ValueError(f"{name} values must be in [0, {num_levels}) for {owner}, got values in [{low}, {high}]")
 
 
 class AutoregressiveAxialTransformer(nn.Module):
@@ -120,11 +122,9 @@ class AutoregressiveAxialTransformer(nn.Module):
         num_classes: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if isinstance(image_shape, int) or not isinstance(image_shape, Sequence) or len(image_shape) != 3:
-            raise TypeError(f"image_shape must be (channels, height, width), got {image_shape!r}")
-        for name, size in zip(("channels", "height", "width"), image_shape):
-            check_int(f"image_shape {name}", size)
-        self.image_shape = tuple(image_shape)
+        self.image_shape = check_shape("image_shape", image_shape, 3, what="sizes (channels, height, width)")
+        check_int("dim", dim)
+        check_int("heads", heads)  # AxisAttention checks dim_heads and divisibility
         self.num_levels = check_int("num_levels", num_levels, minimum=2)
         check_int("depth", depth)
         inner_depth = depth if inner_depth is None else check_int("inner_depth", inner_depth)
@@ -150,14 +150,13 @@ class AutoregressiveAxialTransformer(nn.Module):
     # -- layout -------------------------------------------------------------------------------
     def _tokens(self, x: Tensor) -> Tensor:
         """(batch, channels, height, width) -> (batch, height, width * channels), channels innermost."""
-        return x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)
+        # long: nn.Embedding takes no uint8, the usual dtype of images
+        return x.long().permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)
 
     def _conditioning(self, labels: Optional[Tensor]) -> Tensor:
         """Positional (+ class) embedding, (1 or batch, height, width * channels, dim)."""
         channels, height, width = self.image_shape
-        ref = self.token_emb.weight
-        pos = self.pos_emb(ref.new_zeros(1, height, width, channels, ref.shape[1]))
-        pos = pos.reshape(1, height, width * channels, -1)
+        pos = self.pos_emb.embedding((height, width, channels)).reshape(1, height, width * channels, -1)
         if labels is None:
             return pos
         return pos + self.class_emb(labels)[:, None, None, :]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_input, check_int, normalize_dim_index
+from .validation import check_input, check_int, check_shape, normalize_dim_index
 
 
 class AxialPositionalEmbedding(nn.Module):
@@ -36,11 +36,7 @@ class AxialPositionalEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         check_int("dim", dim)
-        if isinstance(shape, int) or not isinstance(shape, Sequence) or len(shape) == 0:
-            raise TypeError(f"shape must be a non-empty sequence of axial lengths, e.g. (64, 64), got {shape!r}")
-        for i, length in enumerate(shape):
-            check_int(f"shape[{i}]", length)
-        self.dim, self.shape = dim, tuple(shape)
+        self.dim, self.shape = dim, check_shape("shape", shape)
         self.num_axes = len(shape)
         self.emb_dim_index = normalize_dim_index("emb_dim_index", emb_dim_index, self.num_axes)
         if axial_dims is None:
@@ -83,6 +79,25 @@ class AxialPositionalEmbedding(nn.Module):
         out_shape[axis] = length
         return table.reshape(*[s for j, s in enumerate(out_shape) if j != axis], length).movedim(-1, axis)
 
+    def embedding(self, sizes: Sequence[int]) -> Tensor:
+        """The embedding at axial lengths `sizes`, shaped to broadcast against x (size 1 on the batch axis)."""
+        if len(sizes) != self.num_axes:
+            raise ValueError(f"sizes must list {self.num_axes} axial lengths, got {tuple(sizes)}")
+        tables = [self._table(i, length) for i, length in enumerate(sizes)]
+        if not self.concatenate:
+            embedding = tables[0]
+            for t in tables[1:]:
+                embedding = embedding + t  # broadcasts to one example's worth
+            return embedding
+        full = [1] * (self.num_axes + 2)
+        for axis, length in zip(self.axial_indices, sizes):
+            full[axis] = length
+        expanded = []
+        for t in tables:
+            full[self.emb_dim_index] = t.shape[self.emb_dim_index]
+            expanded.append(t.expand(full))
+        return torch.cat(expanded, dim=self.emb_dim_index)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(
             x,
@@ -93,18 +108,4 @@ class AxialPositionalEmbedding(nn.Module):
             dim_index=self.emb_dim_index,
             dim=self.dim,
         )
-        tables = [self._table(i, x.shape[axis]) for i, axis in enumerate(self.axial_indices)]
-        if self.concatenate:
-            full = [*x.shape]
-            full[0] = 1
-            expanded = []
-            for t in tables:
-                size = full.copy()
-                size[self.emb_dim_index] = t.shape[self.emb_dim_index]
-                expanded.append(t.expand(size))
-            embedding = torch.cat(expanded, dim=self.emb_dim_index)
-        else:
-            embedding = tables[0]
-            for t in tables[1:]:
-                embedding = embedding + t  # broadcasts to one example's worth, added to x once
-        return x + embedding.to(x.dtype)
+        return x + self.embedding([x.shape[axis] for axis in self.axial_indices]).to(x.dtype)

@@ -17,7 +17,14 @@ from torch import Tensor, nn
 from .attention import AxisAttention
 from .positional import AxialPositionalEmbedding
 from .reversible import CouplingBlock, ReversibleSequence
-from .validation import check_axis_flags, check_input, check_int, check_probability, normalize_dim_index
+from .validation import (
+    check_axis_flags,
+    check_input,
+    check_int,
+    check_probability,
+    check_shape,
+    normalize_dim_index,
+)
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -168,12 +175,8 @@ class AxialImageTransformer(nn.Module):
         self.dim_index = normalize_dim_index("dim_index", dim_index, num_dimensions)
         self.causal = check_axis_flags("causal", causal, num_dimensions)
         check_probability("dropout", dropout)
-        if axial_pos_emb_shape is not None and (
-            isinstance(axial_pos_emb_shape, int) or len(axial_pos_emb_shape) != num_dimensions
-        ):
-            raise ValueError(
-                f"axial_pos_emb_shape must list the {num_dimensions} axial lengths, got {axial_pos_emb_shape!r}"
-            )
+        if axial_pos_emb_shape is not None:
+            check_shape("axial_pos_emb_shape", axial_pos_emb_shape, num_dimensions)
 
         self.pos_emb = (
             AxialPositionalEmbedding(dim, axial_pos_emb_shape, emb_dim_index=self.dim_index)

@@ -5,7 +5,7 @@ surfaces as a shape error deep inside torch.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -16,6 +16,18 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_shape(name: str, value: Any, length: Optional[int] = None, what: str = "axial lengths") -> tuple[int, ...]:
+    """A sequence of positive ints (`length` of them when given), e.g. `shape=(64, 64)`."""
+    expected = f"{length} {what}" if length is not None else what
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of {expected}, e.g. (64, 64), got {value!r}")
+    if len(value) == 0 or (length is not None and len(value) != length):
+        raise ValueError(f"{name} must list {expected}, got {len(value)}: {tuple(value)!r}")
+    for i, entry in enumerate(value):
+        check_int(f"{name}[{i}]", entry)
+    return tuple(value)
 
 
 def check_probability(name: str, value: Any) -> float:

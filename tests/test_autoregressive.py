@@ -176,12 +176,20 @@ def test_bad_input_errors():
         (lambda: model.sample(2, temperature="hot"), TypeError, "temperature"),
         (lambda: conditional.sample(2), ValueError, "labels are required"),
         (lambda: conditional.sample(2, torch.tensor([0, 5])), ValueError, "labels"),
-        (lambda: AutoregressiveAxialTransformer((8, 8), 4), TypeError, "image_shape"),
+        (lambda: AutoregressiveAxialTransformer((8, 8), 4), ValueError, "image_shape"),
         (lambda: AutoregressiveAxialTransformer((1, 8, 8), 1), ValueError, "num_levels"),
+        (lambda: AutoregressiveAxialTransformer((1, 8, 8), 4, dim=16.0), TypeError, "dim must be an int"),
+        (lambda: AutoregressiveAxialTransformer("1x8x8", 4), TypeError, "image_shape"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_uint8_images_score_as_long_ones():
+    model = make_model((1, 2, 3), 3)
+    x = torch.randint(0, 3, (4, 1, 2, 3))
+    torch.testing.assert_close(model.log_prob(x.to(torch.uint8)), model.log_prob(x))
 
 
 # -- the main job: examples/train_image_model.py ---------------------------------------------------

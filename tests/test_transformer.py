@@ -228,6 +228,7 @@ def test_distributed_data_parallel_averages_reversible_gradients(tmp_path):
         (dict(dim=8, depth=1, causal=(True,)), ValueError, "causal"),
         (dict(dim=8, depth=1, reversible="yes"), TypeError, "reversible"),
         (dict(dim=8, depth=1, axial_pos_emb_shape=(4,)), ValueError, "axial_pos_emb_shape"),
+        (dict(dim=8, depth=1, axial_pos_emb_shape=3.0), TypeError, "axial_pos_emb_shape"),
         (dict(dim=8, depth=1, dropout=1.5), ValueError, "dropout"),
     ],
 )
