@@ -32,7 +32,7 @@ def _fold(t: Tensor, axis: int, heads: int) -> Tensor:
     return t.reshape(prefix, t.shape[axis], suffix * heads, t.shape[-1] // heads).transpose(1, 2)
 
 
-def _fold_per_query(t: Tensor, axis: int, heads: int) -> Tensor:
+def _fold_per_query(t: Tensor, axis: int) -> Tensor:
     """(batch, *others, heads, Lq, Lk) with `others` the axial axes but `axis` -> SDPA's 4-D layout."""
     prefix = math.prod(t.shape[:axis])
     return t.reshape(prefix, -1, *t.shape[-2:])
@@ -90,7 +90,7 @@ def attend_along_axis(
     mask = allowed
     if attn_bias is not None:
         bias = attn_bias.expand(*q.shape[:axis], *q.shape[axis + 1 : -1], heads, len_q, len_k)
-        bias = _fold_per_query(bias, axis, heads).to(q.dtype)
+        bias = _fold_per_query(bias, axis).to(q.dtype)
         mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
 
     def sdpa(values: Tensor, p: float) -> Tensor:
@@ -106,7 +106,8 @@ def attend_along_axis(
     if not need_weights:
         return out
     # Attending over one-hot values returns the attention weights themselves, through the very same
-    # kernel and masks, so inspection cannot disagree with what the forward computed.
+    # kernel and masks, so inspection cannot disagree with the forward's scores. They are the weights
+    # before dropout: in training with dropout_p > 0 the forward applied a randomly thinned copy.
     eye = torch.eye(len_k, dtype=q.dtype, device=q.device).expand(batch_fold, head_fold, len_k, len_k)
     weights = sdpa(eye, 0.0).unflatten(-1, (heads, len_k))
     return out, weights
@@ -139,7 +140,7 @@ class AxisAttention(nn.Module):
                 )
             dim_heads = dim // heads
         check_int("dim_heads", dim_heads)
-        self.axis, self.heads, self.dim_heads = axis, heads, dim_heads
+        self.dim, self.axis, self.heads, self.dim_heads = dim, axis, heads, dim_heads
         self.causal = causal
         self.dropout = check_probability("dropout", dropout)
         hidden = heads * dim_heads
@@ -165,6 +166,13 @@ class AxisAttention(nn.Module):
         """x: (batch, *axial, dim) -> same shape. kv: precomputed keys/values (e.g. a cache) to attend
         over instead of x's own; `mask` then masks those keys. With need_weights also returns
         (batch, *axial, heads, L) attention weights."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim < self.axis + 2 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"x must be channel-last (batch, *axial, {self.dim}) with at least {self.axis} axial dims for "
+                f"AxisAttention(dim={self.dim}, axis={self.axis}), got shape {tuple(x.shape)}"
+            )
         k, v = self.project_kv(x) if kv is None else kv
         result = attend_along_axis(
             self.to_q(x),

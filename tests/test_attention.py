@@ -171,3 +171,43 @@ def test_bf16_autocast_tracks_float32():
         low = module(x).float()
     high = module(x)
     assert (low - high).abs().max() < 0.05 * high.abs().max()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("axis", [1, 2, 3])
+def test_primitive_with_bias_scale_mask_and_longer_keys_matches_explicit_scores(axis, causal):
+    """attend_along_axis with everything at once: keys longer than queries along the axis (a cache,
+    causal then end-aligned), a key mask, an additive bias and a custom scale."""
+    from axial_attention import attend_along_axis
+
+    gen = torch.Generator().manual_seed(axis)
+    heads, dq, dv = 2, 3, 4
+    shape_q = [2, 3, 4, 5]
+    shape_k = list(shape_q)
+    shape_k[axis] += 2
+    q = torch.randn(*shape_q, heads * dq, generator=gen, dtype=torch.float64)
+    k = torch.randn(*shape_k, heads * dq, generator=gen, dtype=torch.float64)
+    v = torch.randn(*shape_k, heads * dv, generator=gen, dtype=torch.float64)
+    len_q, len_k = shape_q[axis], shape_k[axis]
+    others = shape_q[:axis] + shape_q[axis + 1 :]
+    bias = torch.randn(*others, heads, len_q, len_k, generator=gen, dtype=torch.float64)
+    key_mask = torch.rand(shape_k, generator=gen) > 0.3
+    out = attend_along_axis(q, k, v, axis, heads, key_mask=key_mask, causal=causal, attn_bias=bias, scale=0.7)
+
+    def heads_first(t, width):  # (..., L at axis, ..., heads*width) -> (*others, heads, L, width)
+        return t.movedim(axis, -2).unflatten(-1, (heads, width)).transpose(-2, -3)
+
+    scores = heads_first(q, dq) @ heads_first(k, dq).transpose(-1, -2) * 0.7 + bias
+    allowed = key_mask.movedim(axis, -1)[..., None, None, :].expand(*others, heads, len_q, len_k).clone()
+    if causal:
+        allowed &= torch.ones(len_q, len_k, dtype=torch.bool).tril(len_k - len_q)
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+    expected = (weights @ heads_first(v, dv)).transpose(-2, -3).flatten(-2).movedim(-2, axis)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_axis_attention_names_a_wrong_input():
+    from axial_attention import AxisAttention
+
+    with pytest.raises(ValueError, match=r"channel-last \(batch, \*axial, 8\).*got shape \(2, 5, 6\)"):
+        AxisAttention(8, axis=1)(torch.randn(2, 5, 6))
