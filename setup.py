@@ -13,7 +13,8 @@ setup(
     license="MIT",
     packages=find_packages(include=["axial_attention", "axial_attention.*"]),
     python_requires=">=3.9",
-    install_requires=["torch>=2.1", "einops>=0.6"],
+    # 2.4: the device-generic autocast queries (torch.get_autocast_dtype(device)) the reversible backward replays
+    install_requires=["torch>=2.4"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "build>=1.0"],
         "examples": ["scikit-learn>=1.0", "tqdm>=4.60", "pillow>=9"],
