@@ -156,8 +156,7 @@ class PositionSensitiveAxialAttention(nn.Module):
         # Every query attends to all keys, or to exactly `span` of them in a window: an exact count,
         # with no reduction (a device sync on CUDA, and rounding in bf16).
         count = rows * length * (length if window is None else self.span)
-        index = _offset_index(length, q.device)
-        rq, rk = (t.t()[index].view(length, length, -1) for t in (tq, tk))  # [o, p] -> r_{p-o}
+        rq, rk = _by_position(tq), _by_position(tk)
         if window is None:
             qk = (q.sum(2) * k.sum(2)).sum((1, 2)), (q.mT @ q * (k.mT @ k)).sum((1, 2, 3))
         else:  # windowed pair sums have no small closed form; measure the term itself
@@ -213,7 +212,7 @@ class PositionSensitiveAxialAttention(nn.Module):
         # Each term's scale goes into a factor without an (L, L) size. k's table is reversed so that
         # k_p . r^k_{p-o}, computed per key p, lines up by query under the same skew as q's.
         tq, tk = tq * s[1, :, None, None], tk.flip(-1) * s[2, :, None, None]
-        tv_abs = tv.t()[_offset_index(length, x.device)].view(length, length, -1)
+        tv_abs = _by_position(tv)
         sv, sve, weights = self._attend(q, k, v, tq, tk, s[0, :, None, None, None], tv_abs, window, need_weights)
 
         # (heads, batch, lines, L, dv) -> (batch, heads, dv, height, width)
@@ -251,7 +250,8 @@ class PositionSensitiveAxialAttention(nn.Module):
             qc, kc = q[:, part], k[:, part]
             logits = _relative(qc, tq) + _relative(kc, tk).transpose(-1, -2)
             # In-place baddbmm_ is not autocast: the float32 scales must not promote the bf16 chunk.
-            logits.view(-1, length, length).baddbmm_((qc * s_qk.to(qc.dtype)).view(-1, length, dq), kc.reshape(-1, length, dq).mT)
+            scaled_q = (qc * s_qk.to(qc.dtype)).view(-1, length, dq)
+            logits.view(-1, length, length).baddbmm_(scaled_q, kc.reshape(-1, length, dq).mT)
             if window is not None:
                 logits.masked_fill_(~window, float("-inf"))
             weights = logits.softmax(dim=-1)
@@ -262,10 +262,12 @@ class PositionSensitiveAxialAttention(nn.Module):
         return sv, sve, all_weights
 
 
-def _offset_index(length: int, device: torch.device) -> Tensor:
-    """Flattened (L, L) column index of offset p - o in a (.., 2L - 1) table, [o, p] row-major."""
-    pos = torch.arange(length, device=device)
-    return (pos - pos[:, None] + length - 1).flatten()
+def _by_position(table: Tensor) -> Tensor:
+    """A (d, 2L - 1) table indexed by offset -> (L, L, d) indexed by position: out[o, p] = table[:, p - o]."""
+    length = (table.shape[-1] + 1) // 2
+    pos = torch.arange(length, device=table.device)
+    offset = (pos - pos[:, None] + length - 1).flatten()  # [o, p] row-major
+    return table.t()[offset].view(length, length, -1)
 
 
 def _relative(t: Tensor, table: Tensor) -> Tensor:
