@@ -165,7 +165,8 @@ class AxialResNet(nn.Module):
                     nn.init.zeros_(m.bn2.weight)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(batch, in_channels, H, W) -> last stage's map (batch, channels, ~H / 32, ~W / 32); /8 with the small stem."""
+        """(batch, in_channels, H, W) -> the last stage's map (batch, channels, ~H / 32, ~W / 32);
+        ~H / 8 with the small stem."""
         check_input(
             x, name="x", owner="AxialResNet", ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.in_channels,

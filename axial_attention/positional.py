@@ -44,12 +44,15 @@ class AxialPositionalEmbedding(nn.Module):
         else:
             if len(axial_dims) != self.num_axes:
                 raise ValueError(
-                    f"axial_dims must have one width per axis of shape {self.shape} ({self.num_axes}), got {tuple(axial_dims)}"
+                    f"axial_dims must have one width per axis of shape {self.shape} ({self.num_axes}), "
+                    f"got {tuple(axial_dims)}"
                 )
             for i, width in enumerate(axial_dims):
                 check_int(f"axial_dims[{i}]", width)
             if sum(axial_dims) != dim:
-                raise ValueError(f"axial_dims must sum to dim ({dim}), got {tuple(axial_dims)} summing to {sum(axial_dims)}")
+                raise ValueError(
+                    f"axial_dims must sum to dim ({dim}), got {tuple(axial_dims)} summing to {sum(axial_dims)}"
+                )
             widths = tuple(axial_dims)
         self.concatenate = axial_dims is not None
         self.interpolate = bool(interpolate)
