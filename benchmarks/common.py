@@ -6,12 +6,15 @@ compared by median; memory is the peak resident set of a fresh process that runs
 from __future__ import annotations
 
 import json
+import platform
 import re
 import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
+
+import torch
 
 
 def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -62,3 +65,25 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"^model name\s*:\s*(.+)$", f.read(), flags=re.M)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: Optional[torch.device] = None) -> str:
+    """One line naming what a measurement ran on: the same ratio differs between AVX2 and AVX-512 CPUs,
+    and between GPUs, so every benchmark prints this and every README table states it."""
+    parts = [f"CPU {cpu_model()}", f"ISA {torch.backends.cpu.get_cpu_capability()}",
+             f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
+    if device is not None and torch.device(device).type == "cuda":
+        parts += [f"GPU {torch.cuda.get_device_name(device)}", f"CUDA {torch.version.cuda}"]
+    return ", ".join(parts)
