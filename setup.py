@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -6,7 +7,9 @@ setup(
     # The distribution name differs from lucidrains' `axial-attention` on purpose; the import name
     # `axial_attention` is the same, so this package replaces that one (uninstall it first).
     name="torch-axial-attention",
-    version="0.1.0",
+    # one version, in the package (save_pretrained records it in config.json)
+    version=re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("axial_attention").joinpath("__init__.py")
+                      .read_text(encoding="utf-8")).group(1),
     description="Axial attention for images, video and any N-dimensional tensor, on PyTorch's fused SDPA",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -14,11 +17,13 @@ setup(
     packages=find_packages(include=["axial_attention", "axial_attention.*"]),
     python_requires=">=3.9",
     # 2.4: the device-generic autocast queries (torch.get_autocast_dtype(device)) the reversible backward replays
-    install_requires=["torch>=2.4"],
+    install_requires=["torch>=2.4", "safetensors>=0.4"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "build>=1.0"],
-        "examples": ["scikit-learn>=1.0", "tqdm>=4.60", "pillow>=9"],
+        # the trainer and the examples: bundled digits, progress bars, PNGs and curves
+        "examples": ["scikit-learn>=1.0", "tqdm>=4.60", "pillow>=9", "matplotlib>=3.5"],
     },
+    entry_points={"console_scripts": ["axial-attention = axial_attention.training.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",

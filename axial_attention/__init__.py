@@ -15,6 +15,8 @@ from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
 from .transformer import AxialImageTransformer
 
+__version__ = "0.2.0"
+
 __all__ = [
     "AutoregressiveAxialTransformer",
     "AxialAttention",

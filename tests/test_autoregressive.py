@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from axial_attention import AutoregressiveAxialTransformer
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +140,71 @@ def test_cached_sampling_equals_reference(image_shape, levels, num_classes, temp
     assert len(samples[0].unique()) > 1  # a test that cannot pass on constant images
 
 
+@pytest.mark.parametrize("image_shape,levels,num_classes,temperature,keep",
+                         [((1, 4, 3), 5, 3, 0.8, 1), ((3, 3, 2), 4, None, 1.3, 2), ((2, 4, 2), 3, 4, 0.6, 3)])
+def test_cached_completion_equals_reference_and_keeps_the_prefix(image_shape, levels, num_classes, temperature, keep,
+                                                                   monkeypatch):
+    import axial_attention.sampling as sampling
+
+    model = make_model(image_shape, levels, num_classes, std=0.3)
+    x = torch.randint(0, levels, (6, *image_shape), generator=torch.Generator().manual_seed(3))
+    labels = None if num_classes is None else torch.arange(6) % num_classes
+    real_draw, logits_seen = sampling.draw, []
+
+    def recording_draw(logits, *args):  # every step's logits, to compare the paths beyond their draws
+        logits_seen[-1].append(logits)
+        return real_draw(logits, *args)
+
+    monkeypatch.setattr(sampling, "draw", recording_draw)
+    completions = []
+    for prefix, use_cache in ((x, True), (x, False), ((x + 1) % levels, True)):
+        logits_seen.append([])
+        gen = torch.Generator().manual_seed(11)
+        completions.append(model.complete(prefix, keep, labels, temperature, gen, use_cache=use_cache))
+    cached, reference, other_prefix = (torch.stack(steps) for steps in logits_seen)
+    assert len(cached) == (image_shape[1] - keep) * image_shape[2] * image_shape[0]  # only the rows after `keep`
+    assert torch.equal(completions[0], completions[1])
+    torch.testing.assert_close(cached, reference, rtol=1e-4, atol=1e-4)
+    assert torch.equal(completions[0][:, :, :keep], x[:, :, :keep])
+    assert not torch.equal(completions[0][:, :, keep:], x[:, :, keep:])  # the rest is drawn, not copied
+    # The cached path reads the kept rows: another prefix gives the first sampled token other odds.
+    assert (other_prefix[0] - cached[0]).abs().max() > 1e-2
+
+
+def test_complete_keeping_everything_or_nothing():
+    model = make_model((2, 3, 2), 4, std=0.15)
+    x = torch.randint(0, 4, (3, 2, 3, 2)).to(torch.uint8)
+    assert torch.equal(model.complete(x, 3), x.long())
+    nothing = model.complete(x, 0, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(nothing, model.sample(3, generator=torch.Generator().manual_seed(5)))
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    model = make_model((2, 3, 2), 5, num_classes=3)
+    x = torch.randint(0, 5, (4, 2, 3, 2))
+    y = torch.tensor([0, 2, 1, 2])
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = AutoregressiveAxialTransformer.from_pretrained(tmp_path)
+    assert loaded.config == model.config and not loaded.training
+    torch.testing.assert_close(loaded.log_prob(x, y), model.log_prob(x, y), rtol=0, atol=0)
+
+
+def test_residual_dropout_is_dropout():
+    """The CPU residual dropout keeps each element with probability 1 - p, scales by 1 / (1 - p), and
+    is the identity in eval mode; attention-weight dropout is a separate switch."""
+    model = AutoregressiveAxialTransformer((1, 2, 2), 4, dim=8, heads=2, depth=1, dropout=0.3, attn_dropout=0.1)
+    drop = model.inner[0].drop
+    assert model.inner[0].attn.dropout == 0.1
+    x = torch.ones(400, 500)
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.005)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    assert torch.equal(drop.eval()(x), x)
+
+
 def test_sampling_restores_training_mode_and_is_reproducible():
     model = make_model((1, 3, 3), 4).train()
     a = model.sample(3, generator=torch.Generator().manual_seed(0))
@@ -180,6 +239,10 @@ def test_bad_input_errors():
         (lambda: AutoregressiveAxialTransformer((1, 8, 8), 1), ValueError, "num_levels"),
         (lambda: AutoregressiveAxialTransformer((1, 8, 8), 4, dim=16.0), TypeError, "dim must be an int"),
         (lambda: AutoregressiveAxialTransformer("1x8x8", 4), TypeError, "image_shape"),
+        (lambda: AutoregressiveAxialTransformer((1, 8, 8), 4, attn_dropout=1.0), ValueError, "attn_dropout"),
+        (lambda: model.complete(x, 4), ValueError, r"keep must be in \[0, 3\]"),
+        (lambda: model.complete(x, 1.5), TypeError, "keep must be an int"),
+        (lambda: model.complete(x.float(), 1), TypeError, "integer dtype"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
@@ -190,51 +253,3 @@ def test_uint8_images_score_as_long_ones():
     model = make_model((1, 2, 3), 3)
     x = torch.randint(0, 3, (4, 1, 2, 3))
     torch.testing.assert_close(model.log_prob(x.to(torch.uint8)), model.log_prob(x))
-
-
-# -- the main job: examples/train_image_model.py ---------------------------------------------------
-TINY = ["--dim", "8", "--heads", "2", "--depth", "1", "--batch-size", "8", "--samples-per-row", "2", "--no-progress"]
-
-
-def test_training_resumed_after_a_kill_ends_with_the_same_weights(tmp_path, monkeypatch):
-    from examples import train_image_model as job
-
-    def final_weights(out):
-        return torch.load(out / "checkpoint.pt", weights_only=True)["model"]
-
-    steps = ["--steps", "7", "--checkpoint-every", "3"]
-    straight = job.main([*TINY, *steps, "--out", str(tmp_path / "straight")])
-    assert straight["test_bits_per_dim"] < straight["uniform_bits_per_dim"]
-    assert (tmp_path / "straight" / "samples.png").exists()
-
-    killed = tmp_path / "killed"
-    real_step, calls = torch.optim.AdamW.step, []
-
-    def dying_step(self, *args, **kwargs):  # the process dies during step 5, after the step-3 checkpoint
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        job.main([*TINY, *steps, "--out", str(killed)])
-    monkeypatch.undo()
-    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 3
-    job.main([*TINY, *steps, "--out", str(killed), "--resume"])
-    expected, resumed = final_weights(tmp_path / "straight"), final_weights(killed)
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
-
-
-def test_training_runs_under_torchrun_with_two_ranks(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "examples" / "train_image_model.py"), *TINY, "--steps", "3", "--out", str(tmp_path)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test bits/dim" in result.stdout
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 3 and len(state["rng"]) == 2
-    assert (tmp_path / "samples.png").exists()
