@@ -26,9 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from axial_attention import AutoregressiveAxialTransformer
-from axial_attention.sampling import sample_cached, sample_reference
-from benchmarks.common import PeakRSS, measure_in_subprocess
-from examples.train_image_model import batch_indices, evaluate, learning_rate, load_data, parse_args
+from axial_attention.sampling import complete_cached, complete_reference
+from axial_attention.training import TrainConfig, evaluate_bits_per_dim, load_images
+from axial_attention.training.data import batch_indices
+from axial_attention.training.trainer import learning_rate
+from benchmarks.common import PeakRSS, machine_description, measure_in_subprocess
 
 WIDTH, HEADS, DEPTH = 64, 4, 4  # the axial model: DEPTH outer + DEPTH inner layers
 THREADS = torch.get_num_threads()
@@ -70,9 +72,10 @@ class CausalTransformer(nn.Module):
         logits = self.to_logits(self.norm(h))
         return logits.reshape(b, height, width, c, -1).permute(0, 4, 3, 1, 2)
 
-    # Scored exactly as the axial model (both only need forward and image_shape).
-    log_prob = AutoregressiveAxialTransformer.log_prob
-    bits_per_dim = AutoregressiveAxialTransformer.bits_per_dim
+    def log_prob(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        return -F.cross_entropy(self(x, labels), x, reduction="none").flatten(1).sum(1)
+
+    bits_per_dim = AutoregressiveAxialTransformer.bits_per_dim  # needs only log_prob and image_shape
 
 
 def build(kind: str, image_shape: tuple[int, int, int], levels: int, num_classes: Optional[int] = None,
@@ -103,12 +106,13 @@ def benchmark_sampling(reference_rows: int) -> tuple[str, dict]:
     batch = 8
     with torch.no_grad():
         start = time.perf_counter()
-        cached = sample_cached(model, batch, None, 1.0, torch.Generator().manual_seed(0))
+        blank = torch.zeros(batch, 32, 32, dtype=torch.long)  # the token grid of 32x32x1 images
+        cached = complete_cached(model, blank, 0, None, 1.0, torch.Generator().manual_seed(0))
         cached_s = time.perf_counter() - start
         start = time.perf_counter()
-        partial = sample_reference(model, batch, None, 1.0, torch.Generator().manual_seed(0), rows=reference_rows)
+        partial = complete_reference(model, blank, 0, None, 1.0, torch.Generator().manual_seed(0), rows=reference_rows)
         reference_s = (time.perf_counter() - start) * 32 / reference_rows
-    assert torch.equal(partial[:, :, :reference_rows], cached[:, :, :reference_rows]), "paths disagree"
+    assert torch.equal(partial[:, :reference_rows], cached[:, :reference_rows]), "paths disagree"
     torch.set_num_threads(THREADS)
     ratio = reference_s / cached_s
     table = "\n".join([
@@ -146,10 +150,10 @@ def benchmark_training(repeats: int) -> tuple[str, dict]:
 
 
 def benchmark_digits(steps: int) -> tuple[str, dict]:
-    args = parse_args([])  # the main job's width, depth, batch and learning rate; no dropout in either model
-    data = load_data(args)
-    (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
-    shape, levels, classes = tuple(train_x.shape[1:]), data["levels"], data["num_classes"]
+    args = TrainConfig()  # the main job's width, depth, batch and learning rate; no dropout, no EMA in either model
+    data = load_images(args.data)
+    (train_x, train_y), (test_x, test_y) = data.split("train"), data.split("test")
+    shape, levels, classes = data.image_shape, data.levels, data.num_classes
     rows = ["| model (digits 8x8, 17 levels, class-conditional) | parameters | test bits/dim |", "|---|---|---|"]
     results = {}
     for kind in ("axial", "full"):
@@ -164,7 +168,7 @@ def benchmark_digits(steps: int) -> tuple[str, dict]:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, args.lr)
             optimizer.step()
-        results[kind] = evaluate(model, test_x, test_y, 0, 1)
+        results[kind] = evaluate_bits_per_dim(model, test_x, test_y)
         params = sum(p.numel() for p in model.parameters())
         name = (f"axial ({args.depth} outer + {args.depth} inner layers)" if kind == "axial"
                 else f"full causal attention ({2 * args.depth} layers)")
@@ -185,7 +189,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(train_step_child(**json.loads(args.child))))
         return
-    print(f"torch {torch.__version__}, {THREADS} threads, width {WIDTH}, {HEADS} heads\n")
+    print(f"{machine_description()}; width {WIDTH}, {HEADS} heads\n")
     if "sampling" in args.parts:
         table, s = benchmark_sampling(args.reference_rows)
         print(f"Sampling ({DEPTH} outer + {DEPTH} inner layers, single thread for both paths):\n\n{table}\n")
@@ -196,7 +200,8 @@ def main() -> None:
         print(f"Training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
     if "digits" in args.parts:
         table, _ = benchmark_digits(args.digits_steps)
-        print(f"Digits, the same {args.digits_steps} steps for both (the main job's settings, no dropout):\n\n{table}\n")
+        print(f"Digits, the same {args.digits_steps} steps for both (the main job's settings, no dropout):\n\n"
+              f"{table}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""`python -m axial_attention` / `axial-attention`: train, sample, complete and evaluate image models.
+
+    axial-attention train [--data digits|FOLDER|FILE.npy] [--out runs/digits] [--device auto] [--precision fp32] ...
+    axial-attention sample RUN --num 20 [--labels 3 7] [--temperature 0.9] [--seed 0] [--out samples.png]
+    axial-attention complete RUN --keep 4 --num 8 [--images FOLDER|FILE.npy] [--out completions.png]
+    axial-attention evaluate RUN [--data digits|FOLDER|FILE.npy] [--split test]
+
+RUN is a folder written by `train` (or by `save_pretrained`). Mistakes (a flag out of range, a run
+folder without model files, a truncated file) end with a one-line message and exit status 2,
+without touching what is already written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..autoregressive import AutoregressiveAxialTransformer
+from .data import ImageData, load_images
+from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
+from .pictures import save_completions, save_grid
+from .trainer import RESULTS_NAME, NonFiniteLossError, TrainConfig, evaluate_bits_per_dim, train
+
+PROG = "axial-attention"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """The spelling is checked here; whether the device exists, when the command uses it."""
+    if not DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when present, then MPS, else CPU), cpu, cuda, cuda:N or mps (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,complete,evaluate}")
+    d = TrainConfig()
+
+    t = commands.add_parser("train", help="train a model; writes a run folder",
+                            description="Train an AutoregressiveAxialTransformer and write a run folder "
+                                        "(config.json, model.safetensors, training_state.pt, metrics.jsonl, "
+                                        "curves.png, samples.png, results.json).")
+    t.add_argument("--data", default=d.data, help="'digits' (scikit-learn's, bundled), a folder of images "
+                   "(sub-folders name the classes) or an .npy array (N, H, W) / (N, C, H, W) (default: digits)")
+    t.add_argument("--levels", type=_positive_int, help="quantisation levels (default: 17 for digits, 256 otherwise)")
+    t.add_argument("--size", type=_positive_int, help="resize folder images to size x size")
+    t.add_argument("--out", default=d.out, help=f"run folder (default: {d.out})")
+    t.add_argument("--steps", type=_positive_int, default=d.steps)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help="images per optimiser step, over all processes and micro-batches")
+    t.add_argument("--grad-accum", type=_positive_int, default=d.grad_accum,
+                   help="split each step's batch into this many micro-batches (same result, less memory)")
+    t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine decay)")
+    t.add_argument("--dim", type=_positive_int, default=d.dim)
+    t.add_argument("--heads", type=_positive_int, default=d.heads)
+    t.add_argument("--depth", type=_positive_int, default=d.depth, help="outer-decoder layers")
+    t.add_argument("--inner-depth", type=_positive_int, help="inner-decoder layers (default: --depth)")
+    t.add_argument("--dropout", type=float, default=d.dropout, help="residual dropout")
+    t.add_argument("--attn-dropout", type=float, default=d.attn_dropout,
+                   help="dropout on attention weights (slower: SDPA leaves its fused kernels)")
+    t.add_argument("--seed", type=int, default=d.seed)
+    _add_device(t)
+    t.add_argument("--precision", choices=tuple(PRECISIONS), default=d.precision,
+                   help="autocast precision; fp16 uses a gradient scaler (default: fp32)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--ema", action=argparse.BooleanOptionalAction, default=d.ema,
+                   help="keep an exponential moving average of the weights, used for evaluation, samples and "
+                        "model.safetensors (default: on)")
+    t.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    t.add_argument("--eval-every", type=_positive_int, default=d.eval_every, help="steps between test bits/dim")
+    t.add_argument("--log-every", type=_positive_int, default=d.log_every, help="steps between metrics lines")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    t.add_argument("--samples-per-row", type=_positive_int, default=d.samples_per_row)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its training_state.pt")
+    t.add_argument("--overwrite", action="store_true", help="start again in an --out that already holds a run")
+    t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    s = commands.add_parser("sample", help="draw samples from a trained model into a PNG")
+    s.add_argument("run", help="run folder (config.json + model.safetensors)")
+    s.add_argument("--num", type=_positive_int, default=20, help="number of images (default: 20)")
+    s.add_argument("--labels", type=int, nargs="+", help="class labels, repeated to --num images "
+                   "(default for a class-conditional model: 0, 1, 2, ... in turn)")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--per-row", type=_positive_int, help="images per row of the PNG (default: 10)")
+    s.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="recompute a full forward pass per token (slow; for checking)")
+    s.add_argument("--out", default="samples.png", help="PNG to write (default: samples.png)")
+    _add_device(s)
+
+    c = commands.add_parser("complete", help="keep the first rows of images and sample the rest")
+    c.add_argument("run", help="run folder (config.json + model.safetensors)")
+    c.add_argument("--keep", type=int, required=True, help="rows kept from each image (0..height)")
+    c.add_argument("--num", type=_positive_int, default=8, help="images to complete (default: 8)")
+    c.add_argument("--samples", type=_positive_int, default=3, help="completions per image (default: 3)")
+    c.add_argument("--images", help="'digits', a folder or an .npy array (default: the run's own data set); "
+                   "the first --num test images are used")
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default="completions.png", help="PNG to write (default: completions.png)")
+    _add_device(c)
+
+    e = commands.add_parser("evaluate", help="bits/dim of a trained model on a data set")
+    e.add_argument("run", help="run folder (config.json + model.safetensors)")
+    e.add_argument("--data", help="'digits', a folder or an .npy array (default: the run's own data set)")
+    e.add_argument("--split", choices=("test", "train", "all"), default="test")
+    e.add_argument("--batch-size", type=_positive_int, default=256)
+    _add_device(e)
+    return parser
+
+
+def _run_args(run: Path) -> dict:
+    """The training arguments recorded in the run's results.json (empty for a save_pretrained folder)."""
+    path = run / RESULTS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("args", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return {}
+
+
+def _load_model(run: str, device_name: str) -> AutoregressiveAxialTransformer:
+    return AutoregressiveAxialTransformer.from_pretrained(run, device=select_device(device_name))
+
+
+def _images_for(model: AutoregressiveAxialTransformer, run: str, source: Optional[str], flag: str) -> ImageData:
+    """A data set quantised to the model's levels, checked to have the model's image shape."""
+    args = _run_args(Path(run))
+    if source is None:
+        source = args.get("data")
+        if source is None:
+            raise ValueError(f"{flag} is needed: {run} does not record the data set it was trained on "
+                             f"(no {RESULTS_NAME} with its arguments)")
+    data = load_images(source, model.num_levels, args.get("size"), flag=flag)
+    if data.image_shape != model.image_shape:
+        raise ValueError(f"{flag} {source}: images of shape {data.image_shape} (channels, height, width) do not fit "
+                         f"the model in {run}, which models {model.image_shape}")
+    if model.num_classes is not None and data.train_labels is None:
+        raise ValueError(f"{flag} {source}: the model in {run} is class-conditional but these images have no labels "
+                         f"(use a folder whose sub-folders name the classes)")
+    return data
+
+
+def _labels(model: AutoregressiveAxialTransformer, given: Optional[list[int]], num: int) -> Optional[torch.Tensor]:
+    if model.num_classes is None:
+        if given:
+            raise ValueError("--labels: the model is not class-conditional (it was trained without labels)")
+        return None
+    if given:
+        bad = [label for label in given if not 0 <= label < model.num_classes]
+        if bad:
+            raise ValueError(f"--labels must be in [0, {model.num_classes}), got {bad}")
+        return torch.tensor(given).repeat(-(-num // len(given)))[:num].to(model.device)
+    return (torch.arange(num) % model.num_classes).to(model.device)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    _check_temperature(args.temperature)
+    model = _load_model(args.run, args.device)
+    labels = _labels(model, args.labels, args.num)
+    generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    with cpu_threads(model.device):
+        images = model.sample(args.num, labels, args.temperature, generator, use_cache=args.use_cache)
+    save_grid(images, model.num_levels, Path(args.out), args.per_row or min(10, args.num))
+    print(f"wrote {args.out}: {args.num} samples")
+
+
+def cmd_complete(args: argparse.Namespace) -> None:
+    _check_temperature(args.temperature)
+    model = _load_model(args.run, args.device)
+    height = model.image_shape[1]
+    if not 0 <= args.keep <= height:
+        raise ValueError(f"--keep must be in [0, {height}] (the model's image height), got {args.keep}")
+    data = _images_for(model, args.run, args.images, "--images")
+    images, labels = data.split("test")
+    images, labels = images[: args.num], None if labels is None else labels[: args.num]
+    if labels is not None and model.num_classes is not None and int(labels.max()) >= model.num_classes:
+        raise ValueError(f"--images: labels up to {int(labels.max())} but the model knows {model.num_classes} classes")
+    repeated = images.repeat_interleave(args.samples, dim=0).to(model.device)
+    rep_labels = None if labels is None else labels.repeat_interleave(args.samples).to(model.device)
+    generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    with cpu_threads(model.device):
+        completions = model.complete(repeated, args.keep, rep_labels, args.temperature, generator)
+    completions = completions.reshape(len(images), args.samples, *model.image_shape).cpu()
+    save_completions(images, completions, args.keep, model.num_levels, Path(args.out))
+    print(f"wrote {args.out}: {len(images)} images x (original, first {args.keep} rows, {args.samples} completions)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> float:
+    model = _load_model(args.run, args.device)
+    data = _images_for(model, args.run, args.data, "--data")
+    images, labels = data.split(args.split)
+    if model.num_classes is not None and int(labels.max()) >= model.num_classes:
+        raise ValueError(f"--data: labels up to {int(labels.max())} but the model knows {model.num_classes} classes")
+    bits = evaluate_bits_per_dim(model, images, labels if model.num_classes is not None else None,
+                                 batch=args.batch_size)
+    print(f"{args.split} bits/dim: {bits:.4f} on {len(images)} images   (uniform: {math.log2(model.num_levels):.3f})")
+    return bits
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    options = {f.name: getattr(args, f.name) for f in TrainConfig.__dataclass_fields__.values()}
+    return train(TrainConfig(**options))
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "complete": cmd_complete, "evaluate": cmd_evaluate}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one command; returns the exit status (0, 1 for a stopped training, 2 for a usage error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except NonFiniteLossError as error:
+        print(f"{PROG} {args.command}: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError) as error:  # the package's input errors: one line, no traceback
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
