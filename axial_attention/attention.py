@@ -34,8 +34,8 @@ def _fold(t: Tensor, axis: int, heads: int) -> Tensor:
 
 def _fold_per_query(t: Tensor, axis: int) -> Tensor:
     """(batch, *others, heads, Lq, Lk) with `others` the axial axes but `axis` -> SDPA's 4-D layout."""
-    prefix = math.prod(t.shape[:axis])
-    return t.reshape(prefix, -1, *t.shape[-2:])
+    # Sizes spelled out, never -1: with an empty batch or a zero-length axis -1 would be ambiguous.
+    return t.reshape(math.prod(t.shape[:axis]), math.prod(t.shape[axis:-2]), *t.shape[-2:])
 
 
 def attend_along_axis(
@@ -76,7 +76,7 @@ def attend_along_axis(
     allowed = None
     if key_mask is not None:
         km = key_mask.movedim(axis, -1)  # (batch, *pre, *post, Lk)
-        km = km.reshape(batch_fold, -1, 1, 1, len_k).expand(-1, -1, heads, -1, -1)
+        km = km.reshape(batch_fold, math.prod(km.shape[axis:-1]), 1, 1, len_k).expand(-1, -1, heads, -1, -1)
         allowed = km.reshape(batch_fold, head_fold, 1, len_k)
     use_is_causal = causal and allowed is None and attn_bias is None and len_q == len_k
     if causal and not use_is_causal and len_q > 1:
@@ -100,7 +100,7 @@ def attend_along_axis(
         if empty_rows is not None:
             out = out.masked_fill(empty_rows, 0.0)
         # (B, H, L, E) -> channel-last; SDPA's CPU/CUDA kernels return (B, L, H, E) memory, so a view.
-        return out.transpose(1, 2).reshape(*q.shape[:-1], -1)
+        return out.transpose(1, 2).reshape(*q.shape[:-1], heads * values.shape[-1])
 
     out = sdpa(vf, dropout_p)
     if not need_weights:

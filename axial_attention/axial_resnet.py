@@ -11,9 +11,10 @@ from typing import Optional, Sequence, Union
 from torch import Tensor, nn
 
 from .deeplab import PositionSensitiveAxialAttention
-from .validation import check_input, check_int
+from .validation import check_axial_lengths, check_input, check_int
 
 Size = Union[int, tuple[int, int]]
+_SPATIAL = {2: "height", 3: "width"}
 
 
 def _pair(name: str, value: Size) -> tuple[int, int]:
@@ -75,6 +76,9 @@ class AxialBlock(nn.Module):
         check_input(
             x, name="x", owner="AxialBlock", ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.inplanes,
+        )
+        check_axial_lengths(
+            x, name="x", owner="AxialBlock", axes=_SPATIAL, reason="its shortcut and projections are convolutions"
         )
         out = self.relu(self.bn1(self.conv_down(x)))
         out = self.relu(self.width_block(self.height_block(out)))
@@ -171,6 +175,7 @@ class AxialResNet(nn.Module):
             x, name="x", owner="AxialResNet", ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.in_channels,
         )
+        check_axial_lengths(x, name="x", owner="AxialResNet", axes=_SPATIAL, reason="its stem is a convolution")
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_input, check_int
+from .validation import check_axial_lengths, check_input, check_int
 
 _AXES = {"height": 2, "width": 3, 2: 2, 3: 3, -2: 2, -1: 3}
 
@@ -149,9 +149,9 @@ class PositionSensitiveAxialAttention(nn.Module):
         The batch moments come from (d x d) second-moment matrices rather than the (L, L) terms, so
         training attends chunk by chunk like eval and no term is built only to be measured.
         """
-        if not self.training:
-            return self.similarity_weight * torch.rsqrt(self.similarity_running_var + self.eps)
         heads, rows, length, _ = q.shape
+        if not self.training or rows == 0:  # an empty batch has no statistics: use (and keep) the running ones
+            return self.similarity_weight * torch.rsqrt(self.similarity_running_var + self.eps)
         pairs = q.new_ones(length, length) if window is None else window.to(q.dtype)  # [o, p]: attended
         # Every query attends to all keys, or to exactly `span` of them in a window: an exact count,
         # with no reduction (a device sync on CUDA, and rounding in bf16).
@@ -191,6 +191,10 @@ class PositionSensitiveAxialAttention(nn.Module):
             x, name="x", owner="PositionSensitiveAxialAttention", ndim=4, layout="batch, channels, height, width",
             dim_index=1, dim=self.in_channels,
         )
+        check_axial_lengths(
+            x, name="x", owner="PositionSensitiveAxialAttention", axes={2: "height", 3: "width"},
+            reason="its projection is a convolution",
+        )
         length, heads = x.shape[self.axis], self.heads
         if not self.local and length > self.span:
             name = "height" if self.axis == 2 else "width"
@@ -204,7 +208,7 @@ class PositionSensitiveAxialAttention(nn.Module):
         qkv = qkv.unflatten(1, (heads, -1)).permute((1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2))
         qkv = qkv.contiguous()
         batch, lines = x.shape[0], qkv.shape[2]
-        q, k, v = qkv.view(heads, batch * lines, length, -1).split([self.dim_qk, self.dim_qk, self.dim_v], dim=-1)
+        q, k, v = qkv.flatten(1, 2).split([self.dim_qk, self.dim_qk, self.dim_v], dim=-1)
         tq, tk, tv = self._tables(length)
         window = local_window(length, self.span, x.device)
 
@@ -220,12 +224,12 @@ class PositionSensitiveAxialAttention(nn.Module):
         if self.training:
             stacked = torch.stack((sv, sve)).view(2, heads, batch, lines, length, self.dim_v)
             stacked = stacked.permute(order[0] + 1, 0, *(i + 1 for i in order[1:]))
-            out = self.bn_output(stacked.reshape(batch, 2 * self.out_channels, -1))
+            out = self.bn_output(stacked.reshape(batch, 2 * self.out_channels, lines * length))
             out = out.view(batch, 2, self.out_channels, *x.shape[2:]).sum(1)
         else:  # the q.v half of bn_output is already in v (see _eval_projection)
             bn = self.bn_output
             rel_scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps))[self.out_channels :]
-            out = sv.addcmul_(sve, rel_scale.view(heads, 1, 1, -1)).view(heads, batch, lines, length, -1)
+            out = sv.addcmul_(sve, rel_scale.view(heads, 1, 1, -1)).view(heads, batch, lines, length, self.dim_v)
             out = out.permute(order).reshape(batch, self.out_channels, *x.shape[2:])
         if self.stride > 1:
             # ceil_mode matches a stride-s 1x1 convolution's output size, so odd sizes meet the shortcut.
@@ -245,13 +249,14 @@ class PositionSensitiveAxialAttention(nn.Module):
         sv, sve = q.new_empty(heads, rows, length, self.dim_v), q.new_empty(heads, rows, length, self.dim_v)
         all_weights = q.new_empty(heads, rows, length, length) if need_weights else None
         step = max(1, self.chunk_scores // (heads * length * length))
-        for start in range(0, rows, step):
+        # An empty batch runs one empty chunk, so that the outputs stay connected to the inputs for backward.
+        for start in range(0, max(rows, 1), step):
             part = slice(start, start + step)
             qc, kc = q[:, part], k[:, part]
             logits = _relative(qc, tq) + _relative(kc, tk).transpose(-1, -2)
             # In-place baddbmm_ is not autocast: the float32 scales must not promote the bf16 chunk.
-            scaled_q = (qc * s_qk.to(qc.dtype)).view(-1, length, dq)
-            logits.view(-1, length, length).baddbmm_(scaled_q, kc.reshape(-1, length, dq).mT)
+            scaled_q = (qc * s_qk.to(qc.dtype)).flatten(0, 1)
+            logits.view(heads * qc.shape[1], length, length).baddbmm_(scaled_q, kc.flatten(0, 1).mT)
             if window is not None:
                 logits.masked_fill_(~window, float("-inf"))
             weights = logits.softmax(dim=-1)
@@ -274,14 +279,14 @@ def _relative(t: Tensor, table: Tensor) -> Tensor:
     """t_o . r_{p-o} for t (heads, rows, L, d) and table (heads or 1, d, 2L - 1): a (heads, rows, L, L) view."""
     heads, rows, length, dim = t.shape
     rel = torch.bmm(t.reshape(heads, rows * length, dim), table.expand(heads, -1, -1))
-    return skew(rel.view(heads, rows, length, -1))
+    return skew(rel.view(heads, rows, length, rel.shape[-1]))
 
 
 def _value_relative(weights: Tensor, tv_abs: Tensor) -> Tensor:
     """sum_p a_op r^v_{p-o}: per query o, its weights over every row times the (L, dv) table slice of o."""
     heads, rows, length, _ = weights.shape
-    flat = weights.reshape(-1, length, length).transpose(0, 1)  # (Lq, heads * rows, Lk)
-    return torch.bmm(flat, tv_abs).transpose(0, 1).view(heads, rows, length, -1)
+    flat = weights.flatten(0, 1).transpose(0, 1)  # (Lq, heads * rows, Lk)
+    return torch.bmm(flat, tv_abs).transpose(0, 1).view(heads, rows, length, tv_abs.shape[-1])
 
 
 def _relative_moments(t: Tensor, table: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:

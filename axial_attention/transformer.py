@@ -18,6 +18,7 @@ from .attention import AxisAttention
 from .positional import AxialPositionalEmbedding
 from .reversible import CouplingBlock, ReversibleSequence
 from .validation import (
+    check_axial_lengths,
     check_axis_flags,
     check_input,
     check_int,
@@ -29,6 +30,15 @@ from .validation import (
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
+def _var_mean(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Biased variance and mean over the last axis; an empty batch gets empty statistics without var_mean's
+    degrees-of-freedom warning (it counts the elements of the whole, empty, input)."""
+    if x.numel() == 0:
+        empty = x.new_empty(*x.shape[:-1], 1)
+        return empty, empty
+    return torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+
+
 class _ChanNorm(torch.autograd.Function):
     """w * (x - mean) / (std + eps) + b over the last axis, keeping only x (which the residual stream
     holds anyway) for backward: autograd's op-by-op version keeps two more activation-sized tensors
@@ -36,7 +46,7 @@ class _ChanNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        var, mean = _var_mean(x)
         ctx.save_for_backward(x, weight)
         ctx.eps = eps
         return torch.addcmul(bias, (x - mean) / (var.sqrt() + eps), weight)
@@ -45,7 +55,7 @@ class _ChanNorm(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         # Statistics recomputed from x (small) rather than saved, so that double backward sees their graph.
-        var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+        var, mean = _var_mean(x)
         std = var.sqrt()
         denom = std + ctx.eps
         centred = x - mean
@@ -195,6 +205,9 @@ class AxialImageTransformer(nn.Module):
         blocks = [CouplingBlock(*sublayers[i : i + 2]) for i in range(0, len(sublayers), 2)]
         self.layers = ReversibleSequence(blocks) if reversible else _ResidualSequence(blocks)
 
+    def _axial_dims(self) -> list[int]:
+        return [d for d in range(1, self.num_dimensions + 2) if d != self.dim_index]
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(
             x,
@@ -204,6 +217,11 @@ class AxialImageTransformer(nn.Module):
             layout=f"batch, {self.num_dimensions} axial, embedding",
             dim_index=self.dim_index,
             dim=self.dim,
+        )
+        check_axial_lengths(
+            x, name="x", owner=f"AxialImageTransformer(num_dimensions={self.num_dimensions})",
+            axes=dict(zip(self._axial_dims(), ("first axial", "second axial", "third axial"))),
+            reason="its feed-forwards are 3^N convolutions",
         )
         h = self.pos_emb(x).movedim(self.dim_index, -1)
         was_channel_last = h.is_contiguous()

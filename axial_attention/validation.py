@@ -93,3 +93,16 @@ def check_mask(mask: Any, expected_shape: Sequence[int], owner: str) -> None:
             f"mask must have the input's shape without the embedding axis, {tuple(expected_shape)}, for {owner}; "
             f"got {tuple(mask.shape)}"
         )
+
+
+def check_axial_lengths(x: torch.Tensor, *, name: str, owner: str, axes: dict[int, str], reason: str) -> None:
+    """Every listed axis of x has length >= 1 (`axes` maps a dim of x to its name, e.g. {2: "height"}).
+
+    For modules with convolutions or pooling, which cannot take a zero-length axis; an empty batch is fine.
+    """
+    for axis, label in axes.items():
+        if x.shape[axis] == 0:
+            raise ValueError(
+                f"{name} has length 0 on its {label} axis (dim {axis}) for {owner}, which needs every axial length "
+                f">= 1 ({reason}); got shape {tuple(x.shape)}"
+            )

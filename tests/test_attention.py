@@ -17,8 +17,9 @@ def configs(draw):
     dim_heads = draw(st.sampled_from([None, 3]))
     dim = heads * draw(st.integers(1, 3)) if dim_heads is None else draw(st.integers(1, 7))
     max_len = 5 if num_dimensions <= 2 else 3
-    axial = draw(st.lists(st.integers(1, max_len), min_size=num_dimensions, max_size=num_dimensions))
-    batch = draw(st.integers(1, 2))
+    # 0 included on purpose: an empty batch (an empty last shard) and a zero-length axis are ordinary inputs.
+    axial = draw(st.lists(st.integers(0, max_len), min_size=num_dimensions, max_size=num_dimensions))
+    batch = draw(st.integers(0, 2))
     causal = tuple(draw(st.lists(st.booleans(), min_size=num_dimensions, max_size=num_dimensions)))
     return dict(
         kwargs=dict(dim=dim, num_dimensions=num_dimensions, heads=heads, dim_heads=dim_heads, dim_index=dim_index,
@@ -47,6 +48,29 @@ def test_matches_naive_reference(cfg):
     module, x, mask = make_input(cfg)
     expected = reference_axial_attention(module, x, mask)
     torch.testing.assert_close(module(x, mask), expected, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs(), st.data())
+def test_empty_inputs_run_forward_and_backward(cfg, data):
+    """With an empty batch or a zero-length axis the output is empty and of x's shape, the attention maps
+    are empty and of their documented shape, and backward gives every parameter a zero gradient."""
+    axes = cfg["kwargs"]["num_dimensions"]
+    emptied = data.draw(st.integers(0, axes), label="emptied dim (0 = batch)")
+    if emptied == 0:
+        cfg["batch"] = 0
+    else:
+        cfg["axial"][emptied - 1] = 0
+    module, x, mask = make_input(cfg)
+    x.requires_grad_(True)
+    out, weights = module(x, mask, return_attention=True)
+    assert out.shape == x.shape and out.numel() == 0
+    shape = (cfg["batch"], module.axial_attentions[0].heads, *cfg["axial"])
+    assert [w.shape for w in weights] == [(*shape, length) for length in cfg["axial"]]
+    (out.sum() + sum(w.sum() for w in weights)).backward()
+    assert x.grad.shape == x.shape
+    for name, p in module.named_parameters():
+        assert p.grad is not None and not p.grad.any(), name
 
 
 @settings(max_examples=40, deadline=None)
