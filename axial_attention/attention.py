@@ -173,8 +173,15 @@ class AxisAttention(nn.Module):
                 f"x must be channel-last (batch, *axial, {self.dim}) with at least {self.axis} axial dims for "
                 f"AxisAttention(dim={self.dim}, axis={self.axis}), got shape {tuple(x.shape)}"
             )
+        return self._project_out(self._attend(x, mask, kv=kv, need_weights=need_weights))
+
+    def _attend(
+        self, x: Tensor, mask: Optional[Tensor] = None, *, kv: Optional[tuple[Tensor, Tensor]] = None,
+        need_weights: bool = False,
+    ) -> Union[Tensor, tuple[Tensor, Tensor]]:
+        """forward without the output projection: (batch, *axial, heads * dim_heads) (and the weights)."""
         k, v = self.project_kv(x) if kv is None else kv
-        result = attend_along_axis(
+        return attend_along_axis(
             self.to_q(x),
             k,
             v,
@@ -185,9 +192,10 @@ class AxisAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights,
         )
-        if need_weights:
-            out, weights = result
-            return self.to_out(out), weights
+
+    def _project_out(self, result: Union[Tensor, tuple[Tensor, Tensor]]) -> Union[Tensor, tuple[Tensor, Tensor]]:
+        if isinstance(result, tuple):
+            return self.to_out(result[0]), result[1]
         return self.to_out(result)
 
 
@@ -250,18 +258,31 @@ class AxialAttention(nn.Module):
 
         def attend(attn: AxisAttention, inp: Tensor) -> Tensor:
             if not return_attention:
-                return attn(inp, mask)
-            out, w = attn(inp, mask, need_weights=True)
+                return attn._attend(inp, mask)
+            out, w = attn._attend(inp, mask, need_weights=True)
             weights.append(w.movedim(-2, 1))
             return out
 
         if self.sum_axial_out:
-            out = attend(self.axial_attentions[0], h)
-            for attn in self.axial_attentions[1:]:
-                out = out + attend(attn, h)
+            out = self._summed_output([attend(attn, h) for attn in self.axial_attentions])
         else:
             out = h
             for attn in self.axial_attentions:
-                out = attend(attn, out)
+                out = attn.to_out(attend(attn, out))
         out = out.movedim(-1, self.dim_index)
         return (out, tuple(weights)) if return_attention else out
+
+    def _summed_output(self, per_axis: list[Tensor]) -> Tensor:
+        """sum_i to_out_i(o_i) as one output buffer: the first product writes it (with every bias, summed) and
+        the others accumulate into it in place, so there is no per-axis output and no separate sum pass.
+        The same arithmetic as one product of the concatenated o_i with the stacked weights, without
+        copying the o_i into a concatenation."""
+        shape = per_axis[0].shape[:-1]
+        outs = [attn.to_out for attn in self.axial_attentions]
+        # Under autocast addmm runs in the low precision; the in-place accumulations are not autocast,
+        # so they take their operands in the buffer's dtype.
+        bias = torch.stack([o.bias for o in outs]).sum(0)
+        out = torch.addmm(bias, per_axis[0].reshape(-1, per_axis[0].shape[-1]), outs[0].weight.t())
+        for o, proj in zip(per_axis[1:], outs[1:]):
+            out.addmm_(o.reshape(-1, o.shape[-1]).to(out.dtype), proj.weight.t().to(out.dtype))
+        return out.view(*shape, self.dim)
