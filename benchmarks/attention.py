@@ -1,24 +1,72 @@
 """AxialAttention against lucidrains' axial-attention 0.6.1: time and peak memory, ratios from one run.
 
-    python -m benchmarks.attention            # CPU, float32: prints the README table
+    python -m benchmarks.attention --threads 2             # CPU, float32: prints the README table
+    python -m benchmarks.attention --threads 2 --isa avx2  # the same with the CPU kernels restricted to AVX2
+    python -m benchmarks.attention --threads 2 --breakdown # also: where ours spends its time
     python -m benchmarks.attention --device cuda --dtype bfloat16
 
 Time: forward without grad and forward+backward, both packages alternated in one process (median of
 --repeats). Memory: peak resident memory (CPU) or peak allocated bytes (CUDA) of a fresh process that
 runs one step of one configuration, above that process's baseline after the input was made.
+
+Every run prints the machine (CPU model, the vector ISA torch's kernels use, threads, torch; GPU and CUDA)
+and, on CPU, the machine's float32 matmul peak measured in the same run, against which the layer's FLOP
+rate is stated. `--isa avx2` re-runs the script with ATEN_CPU_CAPABILITY=avx2 (ATen's vectorised kernels,
+SDPA's CPU flash kernel among them), ONEDNN_MAX_CPU_ISA=AVX2 and MKL_ENABLE_INSTRUCTIONS=AVX2: on a CPU
+with AVX-512 this emulates an AVX2-only one (same cores, same caches), for both packages alike.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import time
+from collections import defaultdict
 
 import torch
 
-from benchmarks.common import interleaved_medians, markdown_table, measure_in_subprocess, PeakRSS
+from benchmarks.common import PeakRSS, interleaved_medians, machine_description, markdown_table, measure_in_subprocess
 from benchmarks.peer import load_peer
 
 # (batch, height, width, dim), heads: the shapes the issue asks about, channel-last as 0.6.1's README latents.
 SHAPES = [((2, 128, 128, 128), 4), ((8, 32, 32, 256), 8)]
+
+
+ISA_ENVIRONMENT = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
+
+def restrict_isa(isa: str) -> None:
+    """Re-run this command with the CPU libraries restricted to `isa` (they read it once, at start-up)."""
+    wanted = ISA_ENVIRONMENT[isa]
+    if any(os.environ.get(key) != value for key, value in wanted.items()):
+        os.execve(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]], {**os.environ, **wanted})
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """The best FLOP/s of a square matrix product: the machine's attainable rate for this dtype and threads."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def layer_flops(shape, heads: int) -> dict[str, float]:
+    """Forward FLOPs of AxialAttention (2 axes, summed) on a channel-last input: the projections (q, k, v and
+    out per axis) and the attention's two matrix products per axis. Backward is counted as twice forward."""
+    batch, *axial, dim = shape
+    positions = batch * axial[0] * axial[1]
+    projections = len(axial) * 4 * 2 * positions * dim * dim
+    attention = sum(2 * 2 * positions * length * dim for length in axial)  # QK^T and weights @ V
+    return {"projections": projections, "attention": attention, "total": projections + attention}
 
 
 def build(package: str, dim: int, heads: int, causal: bool = False):
@@ -81,6 +129,53 @@ def timed(device: torch.device, dtype: torch.dtype, shape, heads: int, backward:
     return interleaved_medians({name: runner(m) for name, m in modules.items()}, repeats=repeats)
 
 
+def _part(event) -> str:
+    """Which part of the layer a profiled op's own time belongs to; SDPA's kernels include their buffer fills."""
+    node = event
+    while node is not None:
+        if "scaled_dot_product" in node.name:
+            return "attention (SDPA)"
+        node = node.cpu_parent
+    name = event.name.removeprefix("aten::")
+    if name in ("mm", "addmm", "addmm_", "bmm", "matmul", "linear"):
+        return "projections (matmul)"
+    if name in ("copy_", "clone", "contiguous", "fill_", "zero_", "empty_strided", "empty"):
+        return "layout copies and fills"
+    if name in ("add", "add_", "sum"):
+        return "sums (output, gradient accumulation)"
+    return "other"
+
+
+def breakdown(device: torch.device, dtype: torch.dtype, shape, heads: int, backward: bool, seconds: float,
+              peak: float) -> list[list[str]]:
+    """Ours' step split by part (torch.profiler self times, scaled to the step's median time `seconds`)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    module = build("ours", shape[-1], heads).to(device, dtype)
+    x = torch.randn(shape, device=device, dtype=dtype, requires_grad=backward)
+    step(module, x, backward)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step(module, x, backward)
+    parts: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        parts[_part(event)] += event.self_cpu_time_total
+    total = sum(parts.values())
+    flops = layer_flops(shape, heads)
+    scale = 3 if backward else 1
+    rows = []
+    for part, self_time in sorted(parts.items(), key=lambda item: -item[1]):
+        part_seconds = seconds * self_time / total
+        rate = ""
+        key = {"projections (matmul)": "projections", "attention (SDPA)": "attention"}.get(part)
+        if key:
+            flop_rate = scale * flops[key] / part_seconds
+            rate = f"{flop_rate / 1e9:.0f} GFLOP/s ({flop_rate / peak:.0%} of peak)"
+        rows.append([part, f"{part_seconds * 1e3:.1f} ms", f"{self_time / total:.0%}", rate])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -89,15 +184,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads; 1 by default because on a shared machine multi-threaded timings are "
                              "dominated by scheduling (a stalled thread holds up every parallel region)")
+    parser.add_argument("--isa", choices=["native", *ISA_ENVIRONMENT], default="native",
+                        help="restrict the CPU kernels to this vector ISA (see the module docstring)")
+    parser.add_argument("--breakdown", action="store_true", help="also split our time by part (torch.profiler)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.isa != "native":
+        restrict_isa(args.isa)
     if args.child:
         return child(json.loads(args.child))
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads() if device.type == "cpu" else None
-    rows = []
+    machine = machine_description(device)
+    if args.isa != "native":
+        machine += f" (restricted with {' '.join(f'{k}={v}' for k, v in ISA_ENVIRONMENT[args.isa].items())})"
+    print(f"Machine: {machine}", flush=True)
+    peak = matmul_peak(device, dtype)
+    print(f"{args.dtype} matmul peak (2048^3 product, best of 10): {peak / 1e9:.0f} GFLOP/s", flush=True)
+    rows, parts = [], []
     for shape, heads in SHAPES:
         for backward in (False, True):
             t = timed(device, dtype, shape, heads, backward, args.repeats)
@@ -109,24 +214,34 @@ def main() -> None:
                 )["peak_bytes"]
                 for package in ("ours", "peer")
             }
+            rate = (3 if backward else 1) * layer_flops(shape, heads)["total"] / t["ours"]
+            label = f"{tuple(shape)}, {heads} heads"
+            kind = "fwd+bwd" if backward else "fwd (no grad)"
             rows.append([
-                f"{tuple(shape)}, {heads} heads",
-                "fwd+bwd" if backward else "fwd (no grad)",
+                label,
+                kind,
                 f"{t['ours'] * 1e3:.0f} ms",
                 f"{t['0.6.1'] * 1e3:.0f} ms",
                 f"**{t['0.6.1'] / t['ours']:.2f}x**",
+                f"{rate / 1e9:.0f} GFLOP/s = {rate / peak:.0%}",
                 f"{t['ours causal'] / t['ours']:.2f}",
                 f"{mem['ours'] / 2**20:.0f} / {mem['peer'] / 2**20:.0f} MiB",
                 f"**{mem['ours'] / mem['peer']:.2f}**",
             ])
             print(" | ".join(rows[-1]), flush=True)
-    where = f"{args.device}, {args.dtype}" + (f", {threads} threads" if threads else "")
-    print(f"\nAxialAttention vs axial-attention 0.6.1 ({where}; median of {args.repeats}):\n")
+            if args.breakdown:
+                for row in breakdown(device, dtype, shape, heads, backward, t["ours"], peak):
+                    parts.append([label, kind, *row])
+    print(f"\nAxialAttention vs axial-attention 0.6.1 ({args.device}, {args.dtype}; median of {args.repeats}); "
+          f"{machine}; matmul peak {peak / 1e9:.0f} GFLOP/s:\n")
     print(markdown_table(
-        ["input (channel-last)", "pass", "ours", "0.6.1", "speed-up", "causal / non-causal time",
-         "peak memory ours / 0.6.1", "memory ratio"],
+        ["input (channel-last)", "pass", "ours", "0.6.1", "speed-up", "ours: FLOP rate = share of matmul peak",
+         "causal / non-causal time", "peak memory ours / 0.6.1", "memory ratio"],
         rows,
     ))
+    if parts:
+        print("\nWhere our time goes (torch.profiler self time by part, scaled to the median step time):\n")
+        print(markdown_table(["input", "pass", "part", "time", "share", "FLOP rate"], parts))
 
 
 if __name__ == "__main__":

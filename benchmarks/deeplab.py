@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from axial_attention import PositionSensitiveAxialAttention
-from benchmarks.common import interleaved_medians
+from benchmarks.common import interleaved_medians, machine_description
 
 
 def naive_forward(layer: PositionSensitiveAxialAttention, x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,7 @@ def main() -> None:
         args.size, args.channels, args.batch, args.repeats = 8, 32, 2, 2
 
     torch.set_num_threads(args.threads)
+    print(f"Machine: {machine_description()}", flush=True)
     torch.manual_seed(0)
     layer = PositionSensitiveAxialAttention(args.channels, heads=args.heads, span=args.size)
     x = torch.randn(args.batch, args.channels, args.size, args.size)
@@ -94,8 +95,8 @@ def main() -> None:
 
     print()
     print(f"Forward of one height-axis layer, batch {args.batch}, {args.channels} channels, "
-          f"{args.size}x{args.size} map, {args.heads} heads, global span; median of {args.repeats}, "
-          f"{torch.get_num_threads()} CPU thread(s), torch {torch.__version__}.")
+          f"{args.size}x{args.size} map, {args.heads} heads, global span; median of {args.repeats}; "
+          f"{machine_description()}.")
     print()
     print("| batch norm mode | naive einsum (ms) | PositionSensitiveAxialAttention (ms) | speed-up |")
     print("|---|---|---|---|")

@@ -24,7 +24,7 @@ import os
 
 import torch
 
-from benchmarks.common import PeakRSS, interleaved_medians, markdown_table, measure_in_subprocess
+from benchmarks.common import PeakRSS, interleaved_medians, machine_description, markdown_table, measure_in_subprocess
 from benchmarks.peer import load_peer
 
 DIM, SIZE, BATCH = 64, 48, 4
@@ -98,6 +98,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    machine = machine_description()
+    print(f"Machine: {machine}", flush=True)
     mib = 2.0**20
     results = {}
     for depth in args.depths:
@@ -146,6 +148,8 @@ def main() -> None:
         print(f"reversible depth {hi} steady peak, ours / 0.6.1: {top['ours']['steady'] / top['peer']['steady']:.2f}")
         print(f"reversible depth {hi} first-step peak, ours / 0.6.1: {top['ours']['first'] / top['peer']['first']:.2f}")
     print()
+    print(f"Training step, dim {DIM}, {SIZE}x{SIZE}, batch {BATCH}, float32; {machine}; "
+          f"time median of {args.repeats}:\n")
     header = [
         "depth", "reversible", "steady peak MiB, ours", "0.6.1", "ratio",
         "first-step peak MiB, ours", "0.6.1", "time s, ours", "0.6.1", "ratio",
