@@ -271,7 +271,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         # would copy the logits and normalise along a strided axis (a tenth of a training step at 32x32x3).
         logits = self.token_logits(tokens, labels)
         nats = F.cross_entropy(logits.flatten(0, -2), tokens.flatten(), reduction="none")
-        return -nats.reshape(tokens.shape[0], -1).sum(1)
+        return -nats.reshape(tokens.shape).sum((1, 2))
 
     def bits_per_dim(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         """Negative log-likelihood per sub-pixel in bits, (batch,)."""
