@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-accum", type=_positive_int, default=d.grad_accum,
                    help="split each step's batch into this many micro-batches (same result, less memory)")
     t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine decay)")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW's decoupled weight decay")
     t.add_argument("--dim", type=_positive_int, default=d.dim)
     t.add_argument("--heads", type=_positive_int, default=d.heads)
     t.add_argument("--depth", type=_positive_int, default=d.depth, help="outer-decoder layers")

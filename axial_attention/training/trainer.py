@@ -37,7 +37,8 @@ STATE_NAME, METRICS_NAME, RESULTS_NAME = "training_state.pt", "metrics.jsonl", "
 CURVES_NAME, SAMPLES_NAME = "curves.png", "samples.png"
 STATE_FORMAT = 1
 # Arguments that define the trajectory: resuming with other values would not continue the same run.
-RESUME_MUST_MATCH = ("data", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr", "dim", "heads",
+RESUME_MUST_MATCH = ("data", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr", "weight_decay",
+                     "dim", "heads",
                      "depth", "inner_depth", "dropout", "attn_dropout", "ema", "ema_decay")
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 2e-3
+    weight_decay: float = 0.01
     dim: int = 64
     heads: int = 4
     depth: int = 2
@@ -224,7 +226,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     torch.manual_seed(config.seed + rank)  # but different dropout masks
     out.mkdir(parents=True, exist_ok=True)  # only now: a mistake in the arguments leaves no folder behind
     ema = ExponentialMovingAverage(model, config.ema_decay) if config.ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     start = 0
     if state is not None:
