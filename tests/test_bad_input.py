@@ -5,6 +5,7 @@ from torch import nn
 
 import axial_attention
 from axial_attention import (
+    AutoregressiveAxialTransformer,
     AxialAttention,
     AxialBlock,
     AxialImageTransformer,
@@ -95,8 +96,10 @@ def test_positional_forward(x, words):
 
 
 # Degenerate sizes, for every public module. Each entry: a small instance, an input maker (batch, two axial
-# lengths), keyword arguments that return attention weights (or None), and what a zero-length axial axis
-# does: "runs" (empty output of x's shape) or "raises" (a ValueError naming the axis).
+# lengths), how to call it (None: module(x); a dict: keyword arguments that also return attention weights; or
+# a function of (module, x)), and what a zero-length axial axis does: "runs" (empty output of x's shape) or
+# raises a ValueError whose message matches the given pattern.
+NAMES_THE_AXIS = "length 0 on its (height|width|first axial|second axial) axis"
 def _channels_first(channels):
     return lambda batch, size: torch.randn(batch, channels, *size)
 
@@ -117,21 +120,22 @@ PUBLIC_MODULES = {
     "ReversibleSequence": (lambda: ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8))]), _channel_last(8),
                            None, "runs"),
     "AxialImageTransformer": (lambda: AxialImageTransformer(8, 1, heads=2, axial_pos_emb_shape=(4, 4)),
-                              _channels_first(8), None, "raises"),
+                              _channels_first(8), None, NAMES_THE_AXIS),
     "AxialImageTransformer(reversible=False)": (
-        lambda: AxialImageTransformer(8, 1, heads=2, reversible=False), _channels_first(8), None, "raises"),
+        lambda: AxialImageTransformer(8, 1, heads=2, reversible=False), _channels_first(8), None, NAMES_THE_AXIS),
     "PositionSensitiveAxialAttention": (lambda: PositionSensitiveAxialAttention(8, heads=2, span=4),
-                                        _channels_first(8), dict(need_weights=True), "raises"),
+                                        _channels_first(8), dict(need_weights=True), NAMES_THE_AXIS),
     "PositionSensitiveAxialAttention(local, stride)": (
         lambda: PositionSensitiveAxialAttention(8, heads=2, span=2, axis="width", local=True, stride=2),
-        _channels_first(8), dict(need_weights=True), "raises"),
-    "AxialBlock": (lambda: AxialBlock(8, 4, heads=2, span=4), _channels_first(8), None, "raises"),
+        _channels_first(8), dict(need_weights=True), NAMES_THE_AXIS),
+    "AxialBlock": (lambda: AxialBlock(8, 4, heads=2, span=4), _channels_first(8), None, NAMES_THE_AXIS),
     "AxialResNet": (lambda: AxialResNet((1, 1, 1, 1), 0.0625, 3, heads=2, image_size=4, stem="small"),
-                    _channels_first(3), None, "raises"),
-}
-# Public modules whose degenerate sizes are tested elsewhere (the reason says where).
-TESTED_ELSEWHERE = {
-    "AutoregressiveAxialTransformer": "integer images and log_prob; its empty batch is not handled yet",
+                    _channels_first(3), None, NAMES_THE_AXIS),
+    # Integer images of a fixed image_shape: logits and log-likelihoods; other sizes are refused by shape.
+    "AutoregressiveAxialTransformer": (
+        lambda: AutoregressiveAxialTransformer((1, 4, 4), 4, dim=8, heads=2, depth=1),
+        lambda batch, size: torch.randint(0, 4, (batch, 1, *size)), lambda m, x: (m(x), m.log_prob(x)),
+        r"must have shape \(batch, channels, height, width\) = \(batch, 1, 4, 4\)"),
 }
 
 
@@ -141,12 +145,18 @@ def test_every_public_module_is_listed():
         name for name in axial_attention.__all__
         if isinstance(getattr(axial_attention, name), type) and issubclass(getattr(axial_attention, name), nn.Module)
     }
-    listed = {name.split("(")[0] for name in PUBLIC_MODULES} | set(TESTED_ELSEWHERE)
+    listed = {name.split("(")[0] for name in PUBLIC_MODULES}
     assert public <= listed, f"public modules missing from PUBLIC_MODULES: {sorted(public - listed)}"
 
 
-def _outputs(result):
-    return list(result) if isinstance(result, tuple) else [result]
+def _call(module, x, call):
+    result = module(x) if call is None else module(x, **call) if isinstance(call, dict) else call(module, x)
+    return _flatten(list(result) if isinstance(result, tuple) else [result])
+
+
+def _input(make, batch, size):
+    x = make(batch, size)
+    return x.requires_grad_(True) if x.is_floating_point() else x
 
 
 def _flatten(tensors):
@@ -156,17 +166,17 @@ def _flatten(tensors):
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_empty_batch_runs_forward_and_backward(name):
     """Batch 0 (an empty last shard): the empty result of the right shape, zero gradients, statistics untouched."""
-    factory, make, weights_kwargs, _ = PUBLIC_MODULES[name]
+    factory, make, call, _ = PUBLIC_MODULES[name]
     torch.manual_seed(0)
     module = factory()  # training mode: batch norms would use (and update) batch statistics
     with torch.no_grad():
-        expected = [t.shape[1:] for t in _flatten(_outputs(module(make(2, (4, 4)), **(weights_kwargs or {}))))]
+        expected = [t.shape[1:] for t in _call(module, make(2, (4, 4)), call)]
     buffers = {k: v.clone() for k, v in module.named_buffers() if not k.endswith("num_batches_tracked")}
-    x = make(0, (4, 4)).requires_grad_(True)
-    outputs = _flatten(_outputs(module(x, **(weights_kwargs or {}))))
+    x = _input(make, 0, (4, 4))
+    outputs = _call(module, x, call)
     assert [t.shape for t in outputs] == [(0, *shape) for shape in expected]
     sum(t.float().sum() for t in outputs).backward()
-    assert x.grad.shape == x.shape
+    assert x.grad is None if not x.is_floating_point() else x.grad.shape == x.shape
     for param_name, p in module.named_parameters():
         assert p.grad is not None and not p.grad.any(), param_name
     for buffer_name, value in module.named_buffers():
@@ -177,16 +187,16 @@ def test_empty_batch_runs_forward_and_backward(name):
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_zero_length_axis_runs_or_names_the_axis(name, axis):
-    factory, make, weights_kwargs, behaviour = PUBLIC_MODULES[name]
+    factory, make, call, behaviour = PUBLIC_MODULES[name]
     module = factory()
     size = [4, 4]
     size[axis] = 0
-    x = make(2, size).requires_grad_(True)
-    if behaviour == "raises":
-        with pytest.raises(ValueError, match="length 0 on its (height|width|first axial|second axial) axis"):
-            module(x)
+    x = _input(make, 2, size)
+    if behaviour != "runs":
+        with pytest.raises(ValueError, match=behaviour):
+            _call(module, x, call)
         return
-    outputs = _flatten(_outputs(module(x, **(weights_kwargs or {}))))
+    outputs = _call(module, x, call)
     assert outputs[0].shape == x.shape and all(t.numel() == 0 for t in outputs)
     sum(t.sum() for t in outputs).backward()
     assert x.grad.shape == x.shape
