@@ -165,14 +165,14 @@ def breakdown(device: torch.device, dtype: torch.dtype, shape, heads: int, backw
     flops = layer_flops(shape, heads)
     scale = 3 if backward else 1
     rows = []
-    for part, self_time in sorted(parts.items(), key=lambda item: -item[1]):
-        part_seconds = seconds * self_time / total
-        rate = ""
-        key = {"projections (matmul)": "projections", "attention (SDPA)": "attention"}.get(part)
-        if key:
-            flop_rate = scale * flops[key] / part_seconds
-            rate = f"{flop_rate / 1e9:.0f} GFLOP/s ({flop_rate / peak:.0%} of peak)"
-        rows.append([part, f"{part_seconds * 1e3:.1f} ms", f"{self_time / total:.0%}", rate])
+    for part, key in (("projections (matmul)", "projections"), ("attention (SDPA)", "attention")):
+        part_seconds = seconds * parts.pop(part, 0.0) / total
+        flop_rate = scale * flops[key] / part_seconds
+        rate = f"{flop_rate / 1e9:.0f} GFLOP/s ({flop_rate / peak:.0%} of peak)"
+        rows.append([part, f"{part_seconds * 1e3:.1f} ms", f"{part_seconds / seconds:.0%}", rate])
+    rest = ", ".join(f"{part} {seconds * t / total * 1e3:.1f} ms" for part, t in sorted(parts.items()))
+    rest_seconds = seconds * sum(parts.values()) / total
+    rows.append([f"the rest: {rest}", f"{rest_seconds * 1e3:.1f} ms", f"{rest_seconds / seconds:.0%}", ""])
     return rows
 
 
