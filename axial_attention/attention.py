@@ -264,7 +264,10 @@ class AxialAttention(nn.Module):
             return out
 
         if self.sum_axial_out:
-            out = self._summed_output([attend(attn, h) for attn in self.axial_attentions])
+            out = None
+            for attn in self.axial_attentions:
+                out = self._add_projected(out, attn, attend(attn, h))
+            out = out.view(*h.shape[:-1], self.dim)
         else:
             out = h
             for attn in self.axial_attentions:
@@ -272,17 +275,14 @@ class AxialAttention(nn.Module):
         out = out.movedim(-1, self.dim_index)
         return (out, tuple(weights)) if return_attention else out
 
-    def _summed_output(self, per_axis: list[Tensor]) -> Tensor:
-        """sum_i to_out_i(o_i) as one output buffer: the first product writes it (with every bias, summed) and
-        the others accumulate into it in place, so there is no per-axis output and no separate sum pass.
-        The same arithmetic as one product of the concatenated o_i with the stacked weights, without
-        copying the o_i into a concatenation."""
-        shape = per_axis[0].shape[:-1]
-        outs = [attn.to_out for attn in self.axial_attentions]
-        # Under autocast addmm runs in the low precision; the in-place accumulations are not autocast,
-        # so they take their operands in the buffer's dtype.
-        bias = torch.stack([o.bias for o in outs]).sum(0)
-        out = torch.addmm(bias, per_axis[0].reshape(-1, per_axis[0].shape[-1]), outs[0].weight.t())
-        for o, proj in zip(per_axis[1:], outs[1:]):
-            out.addmm_(o.reshape(-1, o.shape[-1]).to(out.dtype), proj.weight.t().to(out.dtype))
-        return out.view(*shape, self.dim)
+    def _add_projected(self, out: Optional[Tensor], attn: AxisAttention, o: Tensor) -> Tensor:
+        """out + attn.to_out(o) on (positions, dim) rows, written into `out`; out=None starts the buffer with
+        every axis' bias, summed. Over the axes this is sum_i to_out_i(o_i): the arithmetic of one product
+        of the concatenated o_i with the stacked weights, without the concatenation, per-axis outputs or a
+        separate sum, and each o_i can be freed as soon as it is projected."""
+        rows = o.reshape(-1, o.shape[-1])
+        if out is None:
+            bias = torch.stack([a.to_out.bias for a in self.axial_attentions]).sum(0)
+            return torch.addmm(bias, rows, attn.to_out.weight.t())
+        # Under autocast addmm ran in the low precision; in-place ops are not autocast, so cast their operands.
+        return out.addmm_(rows.to(out.dtype), attn.to_out.weight.t().to(out.dtype))
