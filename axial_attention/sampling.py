@@ -1,21 +1,21 @@
 """Sampling and completion for AutoregressiveAxialTransformer: the reference path and the cached path.
 
-Both work on the model's token grid (batch, height, width * channels), keep the first `keep` rows as
-given, and visit the other tokens in the model's order (rows top to bottom; inside a row, pixels
-left to right with channels innermost), drawing every token with `draw`, which consumes the
-generator the same way in both paths, so for equal logits they return equal images. Sampling is
-completion with nothing kept.
+Both work on the model's token grid (batch, a_1, ..., a_{n-1}, a_n * channels), keep the first
+`keep` slices of the first axis as given, and visit the other tokens in the model's order (raster
+over the grid), drawing every token with `draw`, which consumes the generator the same way in both
+paths, so for equal logits they return equal tensors. Sampling is completion with nothing kept.
 
-The cached path never recomputes the past. It first runs the outer decoder once over the kept
-rows, which fills its column caches and gives the context of the first row to sample. Per row it
-runs the outer decoder once, on the row just finished (row attention is within that known row;
-the masked column attention attends over the keys/values cached for the rows above, growing along
-the height axis), which gives the context of the next row. Inside a row, the inner decoder takes one token per step and attends over the
-keys/values cached along the row. Per token the work is O(width * channels) for attention and
-O(1) otherwise, instead of a full forward pass over the image.
+The cached path never recomputes the past; it keeps one cache per decoder level. Level k advances
+one slice of its axis at a time: when slice i - 1 is complete it runs once on that slice (the
+unmasked attention along the later axes sees the whole, known slice; the masked attention along
+a_k attends over the keys/values cached for the earlier slices), and its output is the context of
+slice i. The kept prefix is run through level 1 in one pass, which fills its caches. The inner level
+takes one token per step and attends over the keys/values cached along the row. Per token the work
+is O(a_n * channels) for attention and O(1) otherwise, instead of a full forward pass.
 """
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -27,10 +27,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def draw(logits: Tensor, temperature: float, generator: Optional[torch.Generator]) -> Tensor:
     """One categorical draw per row of logits (batch, levels) by inverting the CDF with one uniform."""
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    # float64 where the device has it (MPS does not), so the CDF of 256 levels is not rounded
+    dtype = torch.float32 if logits.device.type == "mps" else torch.float64
+    probs = torch.softmax(logits.to(dtype) / temperature, dim=-1)
     u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=probs.dtype)
     index = (probs.cumsum(-1) < u).sum(-1)
     return index.clamp_(max=probs.shape[-1] - 1)
+
+
+def kept_tokens(model: AutoregressiveAxialTransformer, keep: int) -> int:
+    """Tokens kept along the grid's first axis: `keep` slices, or keep * channels for a sequence (C, L)."""
+    return keep * model.image_shape[0] if model.num_axes == 1 else keep
 
 
 def complete_reference(
@@ -40,19 +47,27 @@ def complete_reference(
     labels: Optional[Tensor],
     temperature: float,
     generator: Optional[torch.Generator],
-    rows: Optional[int] = None,
+    slices: Optional[int] = None,
 ) -> Tensor:
     """Recompute the logits of every next token from the whole canvas: slow, obviously right.
-    `rows` stops after that many sampled rows (the rest stays 0): every step costs one full forward
-    pass, so benchmarks time a few rows and scale."""
+    `slices` stops after that many sampled slices of the first axis (the rest stays 0): every step
+    costs one full forward pass, so benchmarks time a few and scale."""
     canvas = tokens.clone()
-    canvas[:, keep:] = 0
-    height, length = canvas.shape[1:]
-    for row in range(keep, height if rows is None else min(height, keep + rows)):
-        for index in range(length):
-            logits = model.token_logits(canvas, labels)[:, row, index]
-            canvas[:, row, index] = draw(logits, temperature, generator)
+    start = kept_tokens(model, keep)
+    canvas[:, start:] = 0
+    grid = canvas.shape[1:]
+    stop = grid[0] if slices is None else min(grid[0], start + kept_tokens(model, slices))
+    for position in itertools.product(range(start, stop), *map(range, grid[1:])):
+        logits = model.token_logits(canvas, labels)[(slice(None), *position)]
+        canvas[(slice(None), *position)] = draw(logits, temperature, generator)
     return canvas
+
+
+def _at(t: Tensor, prefix: tuple[int, ...]) -> Tensor:
+    """The view of t (batch, *grid, ...) at grid indices `prefix` along its first axes, sizes kept as 1."""
+    for axis, i in enumerate(prefix, start=1):
+        t = t.narrow(axis, i, 1)
+    return t
 
 
 def complete_cached(
@@ -63,28 +78,60 @@ def complete_cached(
     temperature: float,
     generator: Optional[torch.Generator],
 ) -> Tensor:
-    """Row-by-row outer decoder and token-by-token inner decoder with key/value caches."""
-    batch, height, length = tokens.shape
+    """Slice by slice per decoder level, token by token in the inner level, with key/value caches."""
+    n = model.num_axes
+    batch, *grid = tokens.shape
     tokens = tokens.clone()
-    tokens[:, keep:] = 0
-    cond = model._conditioning(labels).expand(batch, -1, -1, -1)  # (batch, height, length, dim)
-    row_shape = cond[:, :1]  # (batch, 1, length, dim): the shape of one row
-    column_caches = [column_block.new_cache(row_shape, height) for _, column_block in model.outer]
-    token_shape = cond[:, :1, :1]
-    row_caches = [block.new_cache(token_shape, length) for block in model.inner]
-    context = torch.zeros_like(row_shape)  # the first row sees no row above
-    if keep > 0:  # the kept rows fill the column caches in one pass; the last one is the next row's context
-        done = model.token_emb(tokens[:, :keep]) + cond[:, :keep]
-        context = model.outer_layers(done, column_caches, 0)[:, -1:]
-    for row in range(keep, height):
-        if row > keep:
-            done = model.token_emb(tokens[:, row - 1 : row]) + cond[:, row - 1 : row]
-            context = model.outer_layers(done, column_caches, row - 1)
+    start = kept_tokens(model, keep)
+    tokens[:, start:] = 0
+    cond = model._conditioning(labels).expand(batch, *grid, -1)  # (batch, *grid, dim)
+
+    def slice_shape(k: int) -> Tensor:
+        """A tensor shaped like the part of the grid level k works on: axes before k fixed."""
+        return _at(cond, (0,) * (k - 1))
+
+    layers = [model.outer] + list(model.middle)
+    level_caches = {k: [masked.new_cache(slice_shape(k), grid[k - 1]) for *_, masked in layers[k - 1]]
+                    for k in range(1, n)}
+    token_shape = slice_shape(n).narrow(n, 0, 1)
+    row_caches = [block.new_cache(token_shape, grid[-1]) for block in model.inner]
+
+    def inner(prefix: tuple[int, ...], context: Tensor) -> None:
+        """Draw the row at `prefix` (a_1 .. a_{n-1} fixed) token by token; context: (batch, 1.., L, dim)."""
+        row, row_cond = _at(tokens, prefix), _at(cond, prefix)  # (batch, 1.., L), (batch, 1.., L, dim)
+        first = start if n == 1 else 0
         previous = torch.zeros_like(token_shape)  # the shift right: the first token sees nothing
-        for index in range(length):
-            h = previous + cond[:, row : row + 1, index : index + 1] + context[:, :, index : index + 1]
-            logits = model.inner_layers(h, row_caches, index)[:, 0, 0]
+        if first > 0:  # a kept prefix of a sequence fills the row caches in one pass
+            emb = model.token_emb(row.narrow(n, 0, first))
+            h = torch.cat([previous, emb.narrow(n, 0, first - 1)], dim=n) + row_cond.narrow(n, 0, first)
+            model.inner_layers(h + context.narrow(n, 0, first), row_caches, 0)
+            previous = emb.narrow(n, first - 1, 1)
+        for index in range(first, grid[-1]):
+            h = previous + row_cond.narrow(n, index, 1) + context.narrow(n, index, 1)
+            logits = model.inner_layers(h, row_caches, index).flatten(0, -2)
             token = draw(logits, temperature, generator)
-            tokens[:, row, index] = token
-            previous = model.token_emb(token)[:, None, None]
+            row.narrow(n, index, 1).copy_(token.view(row.narrow(n, index, 1).shape))
+            previous = model.token_emb(token).view(token_shape.shape)
+
+    def level(k: int, prefix: tuple[int, ...], context: Tensor) -> None:
+        """Fill the slice at `prefix` (axes before k fixed); context: the levels above, at that slice."""
+        if k == n:
+            inner(prefix, context)
+            return
+        part, part_cond, caches = _at(tokens, prefix), _at(cond, prefix), level_caches[k]
+
+        def level_input(first: int, count: int) -> Tensor:
+            return (model.token_emb(part.narrow(k, first, count)) + part_cond.narrow(k, first, count)
+                    + context.narrow(k, first, count))
+
+        first = start if k == 1 else 0
+        own = torch.zeros_like(context.narrow(k, 0, 1))  # the first slice has no earlier one
+        if first > 0:  # the kept slices fill this level's caches in one pass; the last one is the next's context
+            own = model.level_layers(k, level_input(0, first), caches, 0).narrow(k, first - 1, 1)
+        for i in range(first, grid[k - 1]):
+            if i > first:
+                own = model.level_layers(k, level_input(i - 1, 1), caches, i - 1)
+            level(k + 1, (*prefix, i), context.narrow(k, i, 1) + own)
+
+    level(1, (), torch.zeros_like(cond))
     return tokens
