@@ -235,3 +235,21 @@ def test_axis_attention_names_a_wrong_input():
 
     with pytest.raises(ValueError, match=r"channel-last \(batch, \*axial, 8\).*got shape \(2, 5, 6\)"):
         AxisAttention(8, axis=1)(torch.randn(2, 5, 6))
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (2, 0, 4), (2, 3, 0)])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_primitive_with_empty_inputs_and_every_option(shape, axis):
+    """An empty batch or axis through the bias, key-mask, causal and weights paths: empty results of the
+    documented shapes, not a reshape error."""
+    from axial_attention import attend_along_axis
+
+    heads, width = 2, 3
+    q, k, v = (torch.randn(*shape, heads * width, requires_grad=True) for _ in range(3))
+    others = shape[:axis] + shape[axis + 1 :]
+    bias = torch.randn(*others, heads, shape[axis], shape[axis])
+    out, weights = attend_along_axis(q, k, v, axis, heads, key_mask=torch.ones(shape, dtype=torch.bool),
+                                     causal=True, attn_bias=bias, need_weights=True)
+    assert out.shape == q.shape and weights.shape == (*shape, heads, shape[axis])
+    (out.sum() + weights.sum()).backward()
+    assert q.grad.shape == q.shape and v.grad.shape == v.shape
