@@ -10,14 +10,7 @@ import torch
 
 from axial_attention import AutoregressiveAxialTransformer
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These models are tiny: a second thread only adds wake-up latency (badly so on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 def make_model(image_shape, levels, num_classes=None, depth=2, seed=0, std=0.3):

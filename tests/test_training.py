@@ -22,12 +22,7 @@ RUN_FILES = {"config.json", "model.safetensors", "training_state.pt", "metrics.j
              "results.json"}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +199,8 @@ def test_bad_flags_are_usage_errors(capsys, argv, message):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--data", "no-such-folder"], "--data must be 'digits', a folder of images or an existing .npy file"),
+    (["train", "--data", "no-such-folder"],
+     "--data must be 'digits', 'moving-digits', 'moving-digit-frames', a folder of images or an existing .npy file"),
     (["train", "--batch-size", "6", "--grad-accum", "4"], "--batch-size (6) must be divisible"),
     (["train", "--ema-decay", "1.5"], "--ema-decay must be in [0, 1)"),
 ])

@@ -1,7 +1,8 @@
-"""`python -m axial_attention` / `axial-attention`: train, sample, complete and evaluate image models.
+"""`python -m axial_attention` / `axial-attention`: train, sample, complete and evaluate image and video models.
 
-    axial-attention train [--data digits|FOLDER|FILE.npy] [--out runs/digits] [--device auto] [--precision fp32] ...
-    axial-attention sample RUN --num 20 [--labels 3 7] [--temperature 0.9] [--seed 0] [--out samples.png]
+    axial-attention train [--data digits|moving-digits|FOLDER|FILE.npy [--video]] [--out runs/digits] [--device auto]
+                          [--precision fp32] ...
+    axial-attention sample RUN --num 20 [--labels 3 7] [--temperature 0.9] [--seed 0] [--out samples.png|.gif]
     axial-attention complete RUN --keep 4 --num 8 [--images FOLDER|FILE.npy] [--out completions.png]
     axial-attention evaluate RUN [--data digits|FOLDER|FILE.npy] [--split test]
 
@@ -23,7 +24,7 @@ import torch
 from ..autoregressive import AutoregressiveAxialTransformer
 from .data import ImageData, load_images
 from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
-from .pictures import save_completions, save_grid
+from .pictures import save_animation, save_completions, save_grid
 from .trainer import RESULTS_NAME, NonFiniteLossError, TrainConfig, evaluate_bits_per_dim, train
 
 PROG = "axial-attention"
@@ -61,11 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train an AutoregressiveAxialTransformer and write a run folder "
                                         "(config.json, model.safetensors, training_state.pt, metrics.jsonl, "
                                         "curves.png, samples.png, results.json).")
-    t.add_argument("--data", default=d.data, help="'digits' (scikit-learn's, bundled), a folder of images "
+    t.add_argument("--data", default=d.data, help="'digits' (scikit-learn's, bundled), 'moving-digits' (8-frame "
+                   "16x16 videos made from them), 'moving-digit-frames' (their frames as images), a folder of images "
                    "(sub-folders name the classes) or an .npy array (N, H, W) / (N, C, H, W) (default: digits)")
+    t.add_argument("--video", action="store_true",
+                   help="read the .npy --data as videos (N, T, H, W) / (N, T, C, H, W)")
     t.add_argument("--levels", type=_positive_int, help="quantisation levels (default: 17 for digits, 256 otherwise)")
     t.add_argument("--size", type=_positive_int, help="resize folder images to size x size")
-    t.add_argument("--out", default=d.out, help=f"run folder (default: {d.out})")
+    t.add_argument("--out", help="run folder (default: runs/ and the data set's name, e.g. runs/digits)")
     t.add_argument("--steps", type=_positive_int, default=d.steps)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                    help="images per optimiser step, over all processes and micro-batches")
@@ -107,12 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-row", type=_positive_int, help="images per row of the PNG (default: 10)")
     s.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="recompute a full forward pass per token (slow; for checking)")
-    s.add_argument("--out", default="samples.png", help="PNG to write (default: samples.png)")
+    s.add_argument("--out", default="samples.png",
+                   help="PNG to write (default: samples.png; videos: a row of frames per clip), or a .gif "
+                        "(videos play)")
     _add_device(s)
 
-    c = commands.add_parser("complete", help="keep the first rows of images and sample the rest")
+    c = commands.add_parser("complete", help="keep the first rows of images (frames of videos) and sample the rest")
     c.add_argument("run", help="run folder (config.json + model.safetensors)")
-    c.add_argument("--keep", type=int, required=True, help="rows kept from each image (0..height)")
+    c.add_argument("--keep", type=int, required=True, help="slices of the first axis kept: rows of an image, frames "
+                   "of a video (0..its size)")
     c.add_argument("--num", type=_positive_int, default=8, help="images to complete (default: 8)")
     c.add_argument("--samples", type=_positive_int, default=3, help="completions per image (default: 3)")
     c.add_argument("--images", help="'digits', a folder or an .npy array (default: the run's own data set); "
@@ -154,10 +161,11 @@ def _images_for(model: AutoregressiveAxialTransformer, run: str, source: Optiona
         if source is None:
             raise ValueError(f"{flag} is needed: {run} does not record the data set it was trained on "
                              f"(no {RESULTS_NAME} with its arguments)")
-    data = load_images(source, model.num_levels, args.get("size"), flag=flag)
+    data = load_images(source, model.num_levels, args.get("size"), flag=flag, video=model.num_axes == 3)
     if data.image_shape != model.image_shape:
-        raise ValueError(f"{flag} {source}: images of shape {data.image_shape} (channels, height, width) do not fit "
-                         f"the model in {run}, which models {model.image_shape}")
+        layout = ", ".join(("channels", *model.axis_names))
+        raise ValueError(f"{flag} {source}: items of shape {data.image_shape} ({layout}) do not fit the model in "
+                         f"{run}, which models {model.image_shape}")
     if model.num_classes is not None and data.train_labels is None:
         raise ValueError(f"{flag} {source}: the model in {run} is class-conditional but these images have no labels "
                          f"(use a folder whose sub-folders name the classes)")
@@ -189,16 +197,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
     with cpu_threads(model.device):
         images = model.sample(args.num, labels, args.temperature, generator, use_cache=args.use_cache)
-    save_grid(images, model.num_levels, Path(args.out), args.per_row or min(10, args.num))
+    out = Path(args.out)
+    if out.suffix.lower() == ".gif":
+        save_animation(images, model.num_levels, out, args.per_row or min(10, args.num))
+    else:
+        save_grid(images, model.num_levels, out, args.per_row or min(10, args.num))
     print(f"wrote {args.out}: {args.num} samples")
 
 
 def cmd_complete(args: argparse.Namespace) -> None:
     _check_temperature(args.temperature)
     model = _load_model(args.run, args.device)
-    height = model.image_shape[1]
-    if not 0 <= args.keep <= height:
-        raise ValueError(f"--keep must be in [0, {height}] (the model's image height), got {args.keep}")
+    first = model.image_shape[1]
+    if not 0 <= args.keep <= first:
+        raise ValueError(f"--keep must be in [0, {first}] (the model's {model.axis_names[0]}), got {args.keep}")
     data = _images_for(model, args.run, args.images, "--images")
     images, labels = data.split("test")
     images, labels = images[: args.num], None if labels is None else labels[: args.num]
@@ -211,7 +223,8 @@ def cmd_complete(args: argparse.Namespace) -> None:
         completions = model.complete(repeated, args.keep, rep_labels, args.temperature, generator)
     completions = completions.reshape(len(images), args.samples, *model.image_shape).cpu()
     save_completions(images, completions, args.keep, model.num_levels, Path(args.out))
-    print(f"wrote {args.out}: {len(images)} images x (original, first {args.keep} rows, {args.samples} completions)")
+    print(f"wrote {args.out}: {len(images)} items x (original, first {args.keep} of its {model.axis_names[0]}, "
+          f"{args.samples} completions)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> float:

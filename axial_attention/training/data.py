@@ -1,8 +1,9 @@
-"""Image data sets for the trainer: scikit-learn's bundled digits, a folder of images, an .npy array.
+"""Data sets for the trainer: scikit-learn's bundled digits, moving-digit videos made from them, a
+folder of images, an .npy array of images or videos.
 
-Every source becomes integer images (N, C, H, W) in [0, levels), optional labels (N,), and a fixed
-train/test split (the same for every run, rank and resume), so test bits/dim are comparable
-across runs.
+Every source becomes integer tensors (N, C, *axes) in [0, levels) — images (N, C, H, W), videos
+(N, C, T, H, W) — optional labels (N,), and a fixed train/test split (the same for every run, rank and
+resume), so test bits/dim are comparable across runs.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import torch
 from torch import Tensor
 
 DIGITS = "digits"
+MOVING_DIGITS = "moving-digits"  # clips of one digit moving inside a larger canvas
+MOVING_DIGIT_FRAMES = "moving-digit-frames"  # the same clips' frames as separate images (same split)
+CLIP_FRAMES, CLIP_CANVAS, MOTION_SEED = 8, 16, 4321
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLIT_SEED, TEST_FRACTION = 1234, 5  # one image in five is a test image
 
@@ -25,7 +29,8 @@ class DataError(ValueError):
 
 @dataclass
 class ImageData:
-    """Integer images in [0, levels) with a fixed train/test split; labels are None without classes."""
+    """Integer images or videos (N, C, *axes) in [0, levels) with a fixed train/test split; labels are
+    None without classes."""
 
     train_images: Tensor
     train_labels: Optional[Tensor]
@@ -63,6 +68,34 @@ def _digits() -> tuple[np.ndarray, np.ndarray, int]:
     return digits.images.astype(np.int64)[:, None], digits.target.astype(np.int64), 17
 
 
+def bounce(start: np.ndarray, velocity: np.ndarray, steps: int, span: int) -> np.ndarray:
+    """Positions in [0, span] of points moving at constant velocity and reflecting off both ends:
+    start (...), velocity (...) -> (..., steps)."""
+    if span == 0:
+        return np.zeros((*start.shape, steps), dtype=np.int64)
+    unfolded = start[..., None] + velocity[..., None] * np.arange(steps)
+    folded = np.mod(unfolded, 2 * span)  # one period: out to the far end and back
+    return np.where(folded > span, 2 * span - folded, folded)
+
+
+def moving_digits(frames: int = CLIP_FRAMES, canvas: int = CLIP_CANVAS) -> tuple[np.ndarray, np.ndarray, int]:
+    """One clip per bundled digit: the 8x8 digit moving at a constant velocity of 1 or 2 pixels per frame
+    along each axis, bouncing off the edges of a `canvas` x `canvas` black frame (after Moving MNIST,
+    Srivastava et al. 2015, but made from scikit-learn's digits so that nothing is downloaded).
+    Returns clips (N, 1, frames, canvas, canvas) in [0, 17), the digits as labels, and 17."""
+    images, labels, levels = _digits()
+    n, size = len(images), images.shape[-1]
+    rng = np.random.default_rng(MOTION_SEED)  # fixed: every run sees the same clips
+    start = rng.integers(0, canvas - size + 1, size=(n, 2))
+    velocity = rng.choice(np.array([-2, -1, 1, 2]), size=(n, 2))
+    y, x = bounce(start, velocity, frames, canvas - size).transpose(1, 0, 2)  # each (n, frames)
+    clips = np.zeros((n, 1, frames, canvas, canvas), dtype=np.int64)
+    for i in range(n):
+        for t in range(frames):
+            clips[i, 0, t, y[i, t] : y[i, t] + size, x[i, t] : x[i, t] + size] = images[i, 0]
+    return clips, labels, levels
+
+
 def _folder(folder: Path, size: Optional[int], flag: str) -> tuple[np.ndarray, Optional[np.ndarray], int]:
     from PIL import Image
 
@@ -95,16 +128,18 @@ def _folder(folder: Path, size: Optional[int], flag: str) -> tuple[np.ndarray, O
     return images, (np.asarray(labels) if classes else None), 256
 
 
-def _npy(path: Path, levels: Optional[int], flag: str) -> tuple[np.ndarray, None, int]:
+def _npy(path: Path, levels: Optional[int], flag: str, video: bool) -> tuple[np.ndarray, None, int]:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DataError(f"{flag} {path}: not a readable .npy array ({error})") from None
-    if array.ndim == 3:
-        array = array[:, None]
-    if array.ndim != 4 or 0 in array.shape:
-        raise DataError(f"{flag} {path}: expected a non-empty array of shape (N, H, W) or (N, C, H, W), "
-                        f"got {array.shape}")
+    expected = "(N, T, H, W) or (N, T, C, H, W) (a video)" if video else "(N, H, W) or (N, C, H, W)"
+    if array.ndim not in ((4, 5) if video else (3, 4)) or 0 in array.shape:
+        raise DataError(f"{flag} {path}: expected a non-empty array of shape {expected}, got {array.shape}")
+    if array.ndim == (4 if video else 3):
+        array = array[:, None]  # one channel
+    elif video:
+        array = array.transpose(0, 2, 1, 3, 4)  # (N, T, C, H, W) -> the model's (N, C, T, H, W)
     if array.dtype == np.uint8:
         return array, None, 256
     if np.issubdtype(array.dtype, np.floating):
@@ -121,20 +156,25 @@ def _npy(path: Path, levels: Optional[int], flag: str) -> tuple[np.ndarray, None
 
 
 def load_images(source: str = DIGITS, levels: Optional[int] = None, size: Optional[int] = None,
-                flag: str = "--data") -> ImageData:
-    """Load `source` ('digits', a folder of images whose sub-folders name the classes, or an .npy
-    array: uint8 read as 8-bit, float as [0, 1], other integers as levels already), quantised to
-    `levels` (default: the source's own, at most 256), split 4:1 into train and test."""
+                flag: str = "--data", video: bool = False) -> ImageData:
+    """Load `source` — 'digits', 'moving-digits' (videos), 'moving-digit-frames' (their frames as
+    images), a folder of images whose sub-folders name the classes, or an .npy array (uint8 read as
+    8-bit, float as [0, 1], other integers as levels already; with `video`, (N, T, H, W) or
+    (N, T, C, H, W)) — quantised to `levels` (default: the source's own, at most 256), split 4:1 into
+    train and test."""
     if source == DIGITS:
         images, labels, source_levels = _digits()
+    elif source in (MOVING_DIGITS, MOVING_DIGIT_FRAMES):
+        images, labels, source_levels = moving_digits()
     else:
         path = Path(source)
         if path.is_dir():
             images, labels, source_levels = _folder(path, size, flag)
         elif path.suffix == ".npy" and path.is_file():
-            images, labels, source_levels = _npy(path, levels, flag)
+            images, labels, source_levels = _npy(path, levels, flag, video)
         else:
-            raise DataError(f"{flag} must be 'digits', a folder of images or an existing .npy file, got {source!r}")
+            raise DataError(f"{flag} must be '{DIGITS}', '{MOVING_DIGITS}', '{MOVING_DIGIT_FRAMES}', a folder of "
+                            f"images or an existing .npy file, got {source!r}")
     levels = levels or min(source_levels, 256)
     if levels < 2:
         raise DataError(f"--levels must be >= 2, got {levels}")
@@ -145,9 +185,18 @@ def load_images(source: str = DIGITS, levels: Optional[int] = None, size: Option
     if len(train) == 0:
         raise DataError(f"{flag} {source}: {len(images)} image(s) are too few to split into train and test")
     labels = None if labels is None else torch.from_numpy(labels)
-    return ImageData(images[train], None if labels is None else labels[train], images[test],
-                     None if labels is None else labels[test], levels,
-                     None if labels is None else int(labels.max()) + 1)
+    parts = [(images[i], None if labels is None else labels[i]) for i in (train, test)]
+    if source == MOVING_DIGIT_FRAMES:  # split by clip, then frames: no test clip's frame is trained on
+        parts = [frames_of(x, y) for x, y in parts]
+    (train_x, train_y), (test_x, test_y) = parts
+    return ImageData(train_x, train_y, test_x, test_y, levels, None if labels is None else int(labels.max()) + 1)
+
+
+def frames_of(clips: Tensor, labels: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """Videos (N, C, T, H, W) -> their frames as images (N * T, C, H, W), each with its clip's label."""
+    n, c, t, h, w = clips.shape
+    frames = clips.transpose(1, 2).reshape(n * t, c, h, w)
+    return frames, None if labels is None else labels.repeat_interleave(t)
 
 
 def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:

@@ -1,4 +1,5 @@
-"""The PNGs a run writes: sample grids, completion sheets and the learning curves."""
+"""The pictures a run writes: sample grids (videos as rows of frames, and as a GIF), completion sheets
+and the learning curves."""
 from __future__ import annotations
 
 import json
@@ -10,38 +11,60 @@ import torch.nn.functional as F
 from torch import Tensor
 
 FRAME = 96  # grey between tiles, so dark digits stay separate
+GIF_FRAME_MS = 250
 
 
-def _to_pixels(images: Tensor, levels: int) -> Tensor:
-    """Integer images (N, C, H, W) in [0, levels) -> uint8 (N, C, H + 2, W + 2) with a grey frame."""
-    pixels = images.long().cpu() * 255 // (levels - 1)
-    return F.pad(pixels, (1, 1, 1, 1), value=FRAME).to(torch.uint8)
+def as_frames(x: Tensor) -> Tensor:
+    """(N, C, *axes) -> (N, F, C, H, W), the pictures of each item: an image is one frame, a video its
+    frames, a sequence one row of pixels; further leading axes are flattened into frames."""
+    n, c, *axes = x.shape
+    if len(axes) == 1:
+        axes = [1, *axes]
+    return x.reshape(n, c, -1, *axes[-2:]).transpose(1, 2)
 
 
-def save_grid(images: Tensor, levels: int, path: Path, per_row: int) -> None:
-    """Images (N, C, H, W) tiled `per_row` to a row (the last row padded with grey), scaled up to
-    about 256 pixels so 8x8 digits are visible."""
+def _tile(frames: Tensor, levels: int, per_row: int):
+    """Integer frames (N, C, H, W) in [0, levels) -> a PIL image, `per_row` to a row with grey frames
+    (the last row padded with grey), scaled up to about 256 pixels so 8x8 digits are visible."""
     from PIL import Image
 
-    pixels = _to_pixels(images, levels)
+    pixels = F.pad(frames.long().cpu() * 255 // (levels - 1), (1, 1, 1, 1), value=FRAME).to(torch.uint8)
     n, c, h, w = pixels.shape
     rows = -(-n // per_row)
     if rows * per_row > n:
         pixels = torch.cat([pixels, pixels.new_full((rows * per_row - n, c, h, w), FRAME)])
     grid = pixels.reshape(rows, per_row, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, per_row * w, c).numpy()
     img = Image.fromarray(grid[..., 0] if c == 1 else grid)
-    scale = max(1, 256 // max(rows * h, per_row * w))
+    scale = max(1, 256 // max(rows * h, per_row * w), 48 // h)  # small tiles at least ~48 pixels high
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+def save_grid(images: Tensor, levels: int, path: Path, per_row: int) -> None:
+    """Items (N, C, *axes) as a PNG: images (or sequences) `per_row` to a row; videos one clip per row,
+    its frames in order (`per_row` is then ignored)."""
+    frames = as_frames(images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+    _tile(frames.flatten(0, 1), levels, frames.shape[1] if frames.shape[1] > 1 else per_row).save(path)
+
+
+def save_animation(videos: Tensor, levels: int, path: Path, per_row: int) -> None:
+    """Videos (N, C, *axes) as an animated GIF: the clips tiled `per_row` to a row, all playing at once."""
+    frames = as_frames(videos)
+    pictures = [_tile(frames[:, t], levels, per_row) for t in range(frames.shape[1])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=GIF_FRAME_MS, loop=0)
 
 
 def save_completions(originals: Tensor, completions: Tensor, keep: int, levels: int, path: Path) -> None:
-    """One row per image: the original, the kept rows (the rest blanked), then its completions.
-    originals (N, C, H, W); completions (N, S, C, H, W)."""
+    """originals (N, C, *axes), completions (N, S, C, *axes). Images: one row per image — the original,
+    the kept rows (the rest blanked), then its completions. Videos: those as rows of frames, per clip."""
     kept = originals.clone()
     kept[:, :, keep:] = 0
-    tiles = torch.cat([originals[:, None], kept[:, None], completions], dim=1)  # (N, 2 + S, C, H, W)
-    save_grid(tiles.flatten(0, 1), levels, path, per_row=tiles.shape[1])
+    items = torch.cat([originals[:, None], kept[:, None], completions], dim=1)  # (N, 2 + S, C, *axes)
+    frames = as_frames(items.flatten(0, 1))
+    per_row = frames.shape[1] if frames.shape[1] > 1 else items.shape[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _tile(frames.flatten(0, 1), levels, per_row).save(path)
 
 
 def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None) -> None:

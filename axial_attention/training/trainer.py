@@ -5,7 +5,8 @@ A run folder holds
   training_state.pt                what --resume needs: raw weights, EMA, optimiser, grad scaler, step and
                                    every rank's random state (loaded with weights_only=True);
   metrics.jsonl                    one JSON line per log or evaluation step;
-  curves.png, samples.png          train/test bits/dim against steps; samples (one row per class);
+  curves.png, samples.png          train/test bits/dim against steps; samples (one row per class;
+                                   for videos clips as rows of frames, and samples.gif);
   results.json                     the run's arguments and final figures.
 Every file is written atomically, so a run killed at any moment loses at most the steps since its
 last checkpoint, and `--resume` then ends with the same weights as an uninterrupted run: the batch of
@@ -31,15 +32,15 @@ from ..pretrained import WEIGHTS_NAME, write_atomically
 from .data import ImageData, batch_indices, load_images
 from .devices import autocast, check_precision, cpu_threads, init_distributed, select_device
 from .ema import ExponentialMovingAverage
-from .pictures import save_curves, save_grid
+from .pictures import save_animation, save_curves, save_grid
 
 STATE_NAME, METRICS_NAME, RESULTS_NAME = "training_state.pt", "metrics.jsonl", "results.json"
 CURVES_NAME, SAMPLES_NAME = "curves.png", "samples.png"
 STATE_FORMAT = 1
 # Arguments that define the trajectory: resuming with other values would not continue the same run.
-RESUME_MUST_MATCH = ("data", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr", "weight_decay",
-                     "dim", "heads",
-                     "depth", "inner_depth", "dropout", "attn_dropout", "ema", "ema_decay")
+RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr",
+                     "weight_decay", "dim", "heads", "depth", "inner_depth", "dropout", "attn_dropout", "ema",
+                     "ema_decay")
 
 
 class RunError(ValueError):
@@ -55,9 +56,10 @@ class TrainConfig:
     """Everything `axial-attention train` takes (same names as its flags)."""
 
     data: str = "digits"
+    video: bool = False
     levels: Optional[int] = None
     size: Optional[int] = None
-    out: str = "runs/digits"
+    out: Optional[str] = None  # default: runs/<data set name>, e.g. runs/digits
     steps: int = 1500
     batch_size: int = 32
     grad_accum: int = 1
@@ -82,6 +84,10 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.out is None:
+            self.out = str(Path("runs") / (Path(self.data.rstrip("/\\")).stem or "data"))
 
 
 class _BitsPerDim(nn.Module):
@@ -126,17 +132,31 @@ def evaluate_bits_per_dim(model: nn.Module, images: Tensor, labels: Optional[Ten
     return float(total[0] / total[1])
 
 
-def save_samples(model: AutoregressiveAxialTransformer, path: Path, per_row: int, seed: int) -> None:
-    """A PNG grid: one row of samples per class (class-conditional), or a square grid without labels."""
+def save_samples(model: AutoregressiveAxialTransformer, path: Path, per_row: int, seed: int,
+                 test: tuple[Tensor, Optional[Tensor]], continued: int = 4) -> None:
+    """Images (or sequences): a PNG grid, one row of samples per class (class-conditional) or a square
+    grid. Videos (more than two axes): one sampled clip per class (or `per_row` clips without labels),
+    then `continued` test clips, each followed by two continuations sampled from its first frame: a row
+    of frames per clip in the PNG, and all of them playing in a GIF beside it."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
+    video = model.num_axes > 2
+    per_class = 1 if video else per_row
+    count = per_class * (model.num_classes or per_row)
+    labels = None
     if model.num_classes is not None:
-        labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_row)
-    else:
-        labels = None
-    count = per_row * (model.num_classes or per_row)
+        labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_class)
     with cpu_threads(model.device):
-        images = model.sample(count, labels=labels, generator=generator)
-    save_grid(images, model.num_levels, path, per_row)
+        items = model.sample(count, labels=labels, generator=generator)
+        if video:
+            clips, clip_labels = test[0][:continued], test[1][:continued] if model.num_classes is not None else None
+            clips = clips.repeat_interleave(2, dim=0).to(model.device)
+            clip_labels = None if clip_labels is None else clip_labels.repeat_interleave(2).to(model.device)
+            continuations = model.complete(clips, 1, clip_labels, generator=generator).reshape(-1, 2, *clips.shape[1:])
+            originals = clips[::2, None]
+            items = torch.cat([items, torch.cat([originals, continuations], dim=1).flatten(0, 1)])
+    save_grid(items, model.num_levels, path, per_row)
+    if video:
+        save_animation(items, model.num_levels, path.with_suffix(".gif"), per_row=3)
 
 
 def _load_state(path: Path, device: torch.device) -> dict:
@@ -154,7 +174,7 @@ def _load_state(path: Path, device: torch.device) -> dict:
 def _check_resumable(state: dict, config: TrainConfig, world: int, path: Path) -> None:
     saved = state["args"]
     differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {getattr(config, k)!r}"
-              for k in RESUME_MUST_MATCH if saved.get(k) != getattr(config, k)]
+              for k in RESUME_MUST_MATCH if saved.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
     if differ:
         raise RunError(f"--resume: {path} was trained with other arguments ({'; '.join(differ)}); "
                        f"use the same ones, or another --out")
@@ -215,7 +235,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
         elif not config.overwrite:
             raise RunError(f"--out {out} already holds a run ({STATE_NAME}); pass --resume to continue it, "
                            f"--overwrite to start it again, or choose another --out")
-    data = load_images(config.data, config.levels, config.size)
+    data = load_images(config.data, config.levels, config.size, video=config.video)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank (and so the same EMA)
     model = AutoregressiveAxialTransformer(
@@ -354,7 +374,7 @@ def _finish(config: TrainConfig, data: ImageData, model: AutoregressiveAxialTran
         print(f"test bits/dim: {test_bpd:.3f}   (uniform baseline log2({data.levels}) = {uniform:.3f})")
         if not (out / WEIGHTS_NAME).exists():
             model.save_pretrained(out)
-        save_samples(model, out / SAMPLES_NAME, config.samples_per_row, config.seed)
+        save_samples(model, out / SAMPLES_NAME, config.samples_per_row, config.seed, test=(test_x, test_y))
         if (out / METRICS_NAME).exists():
             save_curves(out / METRICS_NAME, out / CURVES_NAME, uniform)
         _write_results(out, results)
