@@ -41,3 +41,25 @@ def test_bash_blocks_name_files_and_modules_that_exist():
                 assert (ROOT / (words[2].replace(".", "/") + ".py")).exists(), command
             elif words and words[0] == "python" and words[1].endswith(".py"):
                 assert (ROOT / words[1]).exists(), command
+
+
+def test_cli_commands_in_the_readme_parse():
+    """Every `axial-attention ...` line (and the main job's, which is `axial-attention train`) names real
+    sub-commands and flags: the parser accepts it as written."""
+    from axial_attention.training.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for command in COMMANDS:
+        words = shlex.split(command)
+        if "axial_attention" in words:  # python -m axial_attention ..., torchrun ... -m axial_attention ...
+            args = words[words.index("axial_attention") + 1 :]
+        elif words[0] == "axial-attention":
+            args = words[1:]
+        elif words[:2] == ["python", "examples/train_image_model.py"]:
+            args = ["train", *words[2:]]
+        else:
+            continue
+        parser.parse_args(args)  # exits (a failed test) on an unknown command or flag
+        checked += 1
+    assert checked >= 5

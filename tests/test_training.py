@@ -142,7 +142,7 @@ def test_mixed_precision_trains_on_cpu(tmp_path, precision):
 def test_gradient_accumulation_gives_the_same_step(tmp_path):
     """A batch in 2 micro-batches is the same optimiser step as in one (no dropout, so no masks differ)."""
     args = dict(dim=8, heads=2, depth=1, batch_size=8, steps=3, samples_per_row=2, progress=False, device="cpu",
-                dropout=0.0)
+                dropout=0.0, attn_dropout=0.0)
     train(TrainConfig(out=str(tmp_path / "one"), **args))
     train(TrainConfig(out=str(tmp_path / "two"), grad_accum=2, **args))
     one, two = state_of(tmp_path / "one")["model"], state_of(tmp_path / "two")["model"]
@@ -154,7 +154,7 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
 def test_compiled_training_takes_the_same_steps(tmp_path):
     """--compile (torch.compile, inductor's C++ backend on the CPU) trains the same weights as eager."""
     args = dict(dim=8, heads=2, depth=1, batch_size=8, steps=2, samples_per_row=2, progress=False, device="cpu",
-                dropout=0.0, ema=False)
+                dropout=0.0, attn_dropout=0.0, ema=False)
     train(TrainConfig(out=str(tmp_path / "eager"), **args))
     train(TrainConfig(out=str(tmp_path / "compiled"), compile=True, **args))
     eager, compiled = state_of(tmp_path / "eager")["model"], state_of(tmp_path / "compiled")["model"]
