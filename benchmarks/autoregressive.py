@@ -1,6 +1,8 @@
-"""AutoregressiveAxialTransformer: cached vs reference sampling, and against a full-attention transformer.
+"""AutoregressiveAxialTransformer: cached vs reference sampling, and against a full-attention transformer,
+on images and on videos.
 
-    python -m benchmarks.autoregressive            # prints the README's tables (about 10 minutes on 2 CPU cores)
+    python -m benchmarks.autoregressive            # prints the README's image tables (about 10 minutes on 2 CPU cores)
+    python -m benchmarks.autoregressive --parts video-sampling video-frames video-training   # the video tables
 
 1. Sampling 32x32x1 images, 256 levels, a 4-layer model (4 outer + 4 inner layers), batch 8: the
    cached path against the reference path, which recomputes a full forward pass per pixel. Every
@@ -11,6 +13,9 @@
    has outer + inner layers, at 32x32 and 64x64 single-channel. Each measurement runs in a fresh
    process: peak memory is the rise of the process' peak resident set over the step.
 3. Test bits/dim on scikit-learn's digits of both models after the same number of training steps.
+4. Videos (2 + 2 + 2 layers: frames, height and width levels): cached against reference sampling at
+   4 frames of 16x16; cached sampling time against the number of frames at 8x8; one training step
+   against the full causal transformer over the raster-ordered video at 8 frames of 32x32 (8192 tokens).
 """
 from __future__ import annotations
 
@@ -32,18 +37,19 @@ from axial_attention.training.data import batch_indices
 from axial_attention.training.trainer import learning_rate
 from benchmarks.common import PeakRSS, machine_description, measure_in_subprocess
 
-WIDTH, HEADS, DEPTH = 64, 4, 4  # the axial model: DEPTH outer + DEPTH inner layers
+WIDTH, HEADS, DEPTH = 64, 4, 4  # the axial image model: DEPTH outer + DEPTH inner layers
+VIDEO_DEPTH = 2  # the axial video model: VIDEO_DEPTH layers in each of its three levels
 THREADS = torch.get_num_threads()
 
 
 class CausalTransformer(nn.Module):
     """The baseline: a pre-norm GPT over the raster-ordered sub-pixels (channels innermost), with
-    AutoregressiveAxialTransformer's forward contract: (batch, C, H, W) -> (batch, levels, C, H, W)."""
+    AutoregressiveAxialTransformer's forward contract: (batch, C, *axes) -> (batch, levels, C, *axes)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_levels: int, dim: int, heads: int, depth: int,
+    def __init__(self, image_shape: tuple[int, ...], num_levels: int, dim: int, heads: int, depth: int,
                  num_classes: Optional[int] = None) -> None:
         super().__init__()
-        self.image_shape, self.heads = image_shape, heads
+        self.image_shape, self.heads = tuple(image_shape), heads
         length = math.prod(image_shape)
         self.token_emb = nn.Embedding(num_levels, dim)
         self.pos_emb = nn.Parameter(torch.randn(length, dim) * 0.02)
@@ -59,7 +65,7 @@ class CausalTransformer(nn.Module):
 
     def forward(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         b = x.shape[0]
-        h = self.token_emb(x.permute(0, 2, 3, 1).reshape(b, -1))
+        h = self.token_emb(x.movedim(1, -1).reshape(b, -1))  # raster order, channels innermost
         h = torch.cat([self.start.expand(b, 1, -1), h[:, :-1]], dim=1) + self.pos_emb
         if labels is not None:
             h = h + self.class_emb(labels)[:, None]
@@ -68,9 +74,9 @@ class CausalTransformer(nn.Module):
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             h = h + out(attended.transpose(1, 2).flatten(2))
             h = h + ff(ff_norm(h))
-        c, height, width = self.image_shape
-        logits = self.to_logits(self.norm(h))
-        return logits.reshape(b, height, width, c, -1).permute(0, 4, 3, 1, 2)
+        c, *axes = self.image_shape
+        logits = self.to_logits(self.norm(h))  # (b, tokens, levels)
+        return logits.reshape(b, *axes, c, -1).movedim(-1, 1).movedim(-1, 2)
 
     def log_prob(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         return -F.cross_entropy(self(x, labels), x, reduction="none").flatten(1).sum(1)
@@ -78,19 +84,22 @@ class CausalTransformer(nn.Module):
     bits_per_dim = AutoregressiveAxialTransformer.bits_per_dim  # needs only log_prob and image_shape
 
 
-def build(kind: str, image_shape: tuple[int, int, int], levels: int, num_classes: Optional[int] = None,
+def build(kind: str, image_shape: tuple[int, ...], levels: int, num_classes: Optional[int] = None,
           dim: int = WIDTH, depth: int = DEPTH) -> nn.Module:
+    """The axial model with `depth` layers per level, or the full causal transformer with as many
+    layers as all its levels together (fewer attention blocks: an axial layer has one per axis it
+    attends along)."""
     torch.manual_seed(0)
     if kind == "axial":
         return AutoregressiveAxialTransformer(image_shape, levels, dim=dim, heads=HEADS, depth=depth,
                                               num_classes=num_classes)
-    return CausalTransformer(image_shape, levels, dim, HEADS, 2 * depth, num_classes)
+    return CausalTransformer(image_shape, levels, dim, HEADS, depth * (len(image_shape) - 1), num_classes)
 
 
-def train_step_child(kind: str, side: int, batch: int, steps: int = 2) -> dict:
+def train_step_child(kind: str, shape: list[int], batch: int, depth: int = DEPTH, steps: int = 2) -> dict:
     """One process, one model: median step time and the peak memory (MiB) the steps add."""
-    model = build(kind, (1, side, side), 256)
-    x = torch.randint(0, 256, (batch, 1, side, side), generator=torch.Generator().manual_seed(0))
+    model = build(kind, tuple(shape), 256, depth=depth)
+    x = torch.randint(0, 256, (batch, *shape), generator=torch.Generator().manual_seed(0))
     times = []
     with PeakRSS() as peak:
         for _ in range(steps + 1):  # the first step also allocates the gradients: it counts for memory only
@@ -100,51 +109,82 @@ def train_step_child(kind: str, side: int, batch: int, steps: int = 2) -> dict:
     return {"time": statistics.median(times[1:]), "memory": peak.peak_bytes / 2**20}
 
 
-def benchmark_sampling(reference_rows: int) -> tuple[str, dict]:
-    torch.set_num_threads(1)  # per-pixel steps are tiny; the same setting for both paths
-    model = build("axial", (1, 32, 32), 256).eval()
-    batch = 8
+def time_sampling(model: AutoregressiveAxialTransformer, batch: int, reference_slices: Optional[int] = None
+                  ) -> tuple[float, Optional[float]]:
+    """Seconds to sample `batch` items with the caches, and (if `reference_slices`) with the reference
+    path timed on that many slices of the first axis and scaled to all of them; both single-threaded
+    (per-token steps are tiny), the timed slices checked equal."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    blank = torch.zeros(batch, *model.to_tokens(torch.zeros(1, *model.image_shape)).shape[1:], dtype=torch.long)
     with torch.no_grad():
         start = time.perf_counter()
-        blank = torch.zeros(batch, 32, 32, dtype=torch.long)  # the token grid of 32x32x1 images
-        cached = complete_cached(model, blank, 0, None, 1.0, torch.Generator().manual_seed(0))
+        cached = complete_cached(model.eval(), blank, 0, None, 1.0, torch.Generator().manual_seed(0))
         cached_s = time.perf_counter() - start
-        start = time.perf_counter()
-        partial = complete_reference(model, blank, 0, None, 1.0, torch.Generator().manual_seed(0), rows=reference_rows)
-        reference_s = (time.perf_counter() - start) * 32 / reference_rows
-    assert torch.equal(partial[:, :reference_rows], cached[:, :reference_rows]), "paths disagree"
-    torch.set_num_threads(THREADS)
+        reference_s = None
+        if reference_slices:
+            start = time.perf_counter()
+            partial = complete_reference(model, blank, 0, None, 1.0, torch.Generator().manual_seed(0),
+                                         slices=reference_slices)
+            reference_s = (time.perf_counter() - start) * blank.shape[1] / reference_slices
+            assert torch.equal(partial[:, :reference_slices], cached[:, :reference_slices]), "paths disagree"
+    torch.set_num_threads(before)
+    return cached_s, reference_s
+
+
+def benchmark_sampling(shape: tuple[int, ...], batch: int, depth: int, reference_slices: int,
+                       cached_name: str) -> tuple[str, dict]:
+    """Cached against reference sampling of `batch` items of `shape` (256 levels)."""
+    cached_s, reference_s = time_sampling(build("axial", shape, 256, depth=depth), batch, reference_slices)
     ratio = reference_s / cached_s
+    c, *axes = shape
+    size = "x".join(map(str, axes[-2:])) + f"x{c}"
+    item, name = ("image", size) if len(axes) == 2 else ("clip", f"{axes[0]} frames of {size}")
     table = "\n".join([
-        "| 32x32x1, 256 levels, batch 8 | time (s) | per image (s) | speed-up |",
+        f"| {name}, 256 levels, batch {batch} | time (s) | per {item} (s) | speed-up |",
         "|---|---|---|---|",
         f"| reference (full forward per pixel)* | {reference_s:.1f} | {reference_s / batch:.2f} | 1x |",
-        f"| cached (row + key/value caches) | {cached_s:.2f} | {cached_s / batch:.3f} | {ratio:.0f}x |",
+        f"| cached ({cached_name}) | {cached_s:.2f} | {cached_s / batch:.3f} | **{ratio:.0f}x** |",
     ])
     return table, {"cached_s": cached_s, "reference_s": reference_s, "ratio": ratio}
 
 
-def benchmark_training(repeats: int) -> tuple[str, dict]:
-    settings = [(32, 8), (64, 2)]
-    results: dict = {(kind, side): [] for kind in ("axial", "full") for side, _ in settings}
-    for _ in range(repeats):  # interleaved, each measurement in a fresh process
-        for side, batch in settings:
+def benchmark_video_frames(frame_counts: tuple[int, ...] = (2, 4, 8), batch: int = 4) -> tuple[str, dict]:
+    """Cached sampling time against the clip length: each frame adds one step of the frames level and
+    a fixed amount of work below it, so the time should grow linearly."""
+    times = {t: time_sampling(build("axial", (1, t, 8, 8), 256, depth=VIDEO_DEPTH), batch)[0] for t in frame_counts}
+    first = frame_counts[0]
+    rows = [f"| frames of 8x8x1, batch {batch} | cached time (s) | time / time at {first} frames | "
+            f"frames / {first} |", "|---|---|---|---|"]
+    rows += [f"| {t} | {times[t]:.2f} | **{times[t] / times[first]:.2f}x** | {t / first:.0f}x |" for t in frame_counts]
+    return "\n".join(rows), times
+
+
+def benchmark_training(settings: list[tuple[tuple[int, ...], int]], depth: int, repeats: int) -> tuple[str, dict]:
+    """Training step of both models at each (shape, batch), every measurement in a fresh process, interleaved."""
+    results: dict = {(kind, shape): [] for kind in ("axial", "full") for shape, _ in settings}
+    for _ in range(repeats):
+        for shape, batch in settings:
             for kind in ("axial", "full"):
-                config = {"kind": kind, "side": side, "batch": batch}
-                results[(kind, side)].append(measure_in_subprocess("benchmarks.autoregressive", config))
-    rows = ["| image, batch | model | step time (s) | peak memory (MiB) | full / axial time | full / axial memory |",
+                config = {"kind": kind, "shape": list(shape), "batch": batch, "depth": depth}
+                results[(kind, shape)].append(measure_in_subprocess("benchmarks.autoregressive", config))
+    rows = ["| input, batch | model | step time (s) | peak memory (MiB) | full / axial time | full / axial memory |",
             "|---|---|---|---|---|---|"]
     ratios = {}
-    for side, batch in settings:
-        med = {kind: {key: statistics.median(r[key] for r in results[(kind, side)]) for key in ("time", "memory")}
+    for shape, batch in settings:
+        med = {kind: {key: statistics.median(r[key] for r in results[(kind, shape)]) for key in ("time", "memory")}
                for kind in ("axial", "full")}
         t_ratio = med["full"]["time"] / med["axial"]["time"]
         m_ratio = med["full"]["memory"] / med["axial"]["memory"]
-        ratios[side] = {"time": t_ratio, "memory": m_ratio, **med}
-        for kind, name in (("axial", f"axial ({DEPTH} outer + {DEPTH} inner layers)"),
-                           ("full", f"full causal attention ({2 * DEPTH} layers)")):
-            ratio_cells = f"{t_ratio:.2f}x | {m_ratio:.2f}x" if kind == "axial" else " | "
-            rows.append(f"| {side}x{side}x1, {batch} | {name} | {med[kind]['time']:.2f} | "
+        ratios[shape] = {"time": t_ratio, "memory": m_ratio, **med}
+        c, *axes = shape
+        size = "x".join(map(str, axes[-2:])) + f"x{c}"
+        name = size if len(axes) == 2 else f"{axes[0]} frames of {size}"
+        levels = len(axes)
+        for kind, model in (("axial", f"axial ({' + '.join([str(depth)] * levels)} layers)"),
+                            ("full", f"full causal attention ({levels * depth} layers)")):
+            ratio_cells = f"**{t_ratio:.2f}x** | {m_ratio:.2f}x" if kind == "axial" else " | "
+            rows.append(f"| {name}, {batch} | {model} | {med[kind]['time']:.2f} | "
                         f"{med[kind]['memory']:.0f} | {ratio_cells} |")
     return "\n".join(rows), ratios
 
@@ -180,10 +220,11 @@ def benchmark_digits(steps: int) -> tuple[str, dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3, help="training-step measurements per model and size")
-    p.add_argument("--reference-rows", type=int, default=2, help="rows of the reference sampler to time")
+    p.add_argument("--reference-rows", type=int, default=2, help="rows of the image reference sampler to time")
+    p.add_argument("--reference-frames", type=int, default=1, help="frames of the video reference sampler to time")
     p.add_argument("--digits-steps", type=int, default=400)
-    p.add_argument("--parts", nargs="+", choices=("sampling", "training", "digits"),
-                   default=("sampling", "training", "digits"))
+    parts = ("sampling", "training", "digits", "video-sampling", "video-frames", "video-training")
+    p.add_argument("--parts", nargs="+", choices=parts, default=parts[:3])
     p.add_argument("--child", help=argparse.SUPPRESS)  # JSON config of one training-step measurement
     args = p.parse_args()
     if args.child:
@@ -191,17 +232,30 @@ def main() -> None:
         return
     print(f"{machine_description()}; width {WIDTH}, {HEADS} heads\n")
     if "sampling" in args.parts:
-        table, s = benchmark_sampling(args.reference_rows)
+        table, s = benchmark_sampling((1, 32, 32), 8, DEPTH, args.reference_rows, "row + key/value caches")
         print(f"Sampling ({DEPTH} outer + {DEPTH} inner layers, single thread for both paths):\n\n{table}\n")
         print(f"*the reference timed on {args.reference_rows} of 32 rows and scaled; "
               f"cached is {s['ratio']:.0f}x faster\n")
     if "training" in args.parts:
-        table, _ = benchmark_training(args.repeats)
+        table, _ = benchmark_training([((1, 32, 32), 8), ((1, 64, 64), 2)], DEPTH, args.repeats)
         print(f"Training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
     if "digits" in args.parts:
         table, _ = benchmark_digits(args.digits_steps)
         print(f"Digits, the same {args.digits_steps} steps for both (the main job's settings, no dropout):\n\n"
               f"{table}\n")
+    video = f"{VIDEO_DEPTH} + {VIDEO_DEPTH} + {VIDEO_DEPTH} layers (frames, height, width levels)"
+    if "video-sampling" in args.parts:
+        table, s = benchmark_sampling((1, 4, 16, 16), 4, VIDEO_DEPTH, args.reference_frames,
+                                      "one cache per level")
+        print(f"Video sampling ({video}, single thread for both paths):\n\n{table}\n")
+        print(f"*the reference timed on {args.reference_frames} of 4 frames and scaled; "
+              f"cached is {s['ratio']:.0f}x faster\n")
+    if "video-frames" in args.parts:
+        table, _ = benchmark_video_frames()
+        print(f"Cached video sampling against clip length ({video}, single thread):\n\n{table}\n")
+    if "video-training" in args.parts:
+        table, _ = benchmark_training([((1, 8, 32, 32), 2)], VIDEO_DEPTH, args.repeats)
+        print(f"Video training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
 
 
 if __name__ == "__main__":
