@@ -11,6 +11,7 @@ from .axial_resnet import (
 )
 from .compat import convert_lucidrains_state_dict
 from .deeplab import PositionSensitiveAxialAttention
+from .deeplab_compat import convert_axial_deeplab_state_dict
 from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
 from .transformer import AxialImageTransformer
@@ -32,5 +33,6 @@ __all__ = [
     "axial_resnet50l",
     "axial_resnet50m",
     "axial_resnet50s",
+    "convert_axial_deeplab_state_dict",
     "convert_lucidrains_state_dict",
 ]
