@@ -305,3 +305,17 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, 
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "stopped at step 5: non-finite loss" and "test_bits_per_dim" not in results
+
+
+def test_an_unconditional_model_completes_and_scores_labelled_images(tmp_path, capsys):
+    """Images that come with labels (digits) given to a model trained without them: labels are ignored."""
+    array = np.random.default_rng(0).integers(0, 17, (40, 8, 8))
+    np.save(tmp_path / "digits.npy", array)
+    out = tmp_path / "run"
+    assert cli(["train", *TINY, "--data", str(tmp_path / "digits.npy"), "--levels", "17", "--steps", "2",
+                "--out", str(out)]) == 0
+    assert AutoregressiveAxialTransformer.from_pretrained(out).num_classes is None
+    assert cli(["complete", str(out), "--keep", "2", "--num", "3", "--images", "digits",
+                "--out", str(tmp_path / "c.png")]) == 0
+    assert cli(["evaluate", str(out), "--data", "digits"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

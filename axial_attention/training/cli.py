@@ -25,7 +25,7 @@ from ..autoregressive import AutoregressiveAxialTransformer
 from .data import ImageData, load_images
 from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
 from .pictures import save_animation, save_completions, save_grid
-from .trainer import RESULTS_NAME, NonFiniteLossError, TrainConfig, evaluate_bits_per_dim, train
+from .trainer import RESULTS_NAME, NonFiniteLossError, TrainConfig, completions_of, evaluate_bits_per_dim, train
 
 PROG = "axial-attention"
 
@@ -172,6 +172,16 @@ def _images_for(model: AutoregressiveAxialTransformer, run: str, source: Optiona
     return data
 
 
+def _known_labels(model: AutoregressiveAxialTransformer, labels: Optional[torch.Tensor], flag: str
+                  ) -> Optional[torch.Tensor]:
+    """A data set's labels for the model: None for an unconditional model, checked against its classes."""
+    if model.num_classes is None or labels is None:
+        return None
+    if int(labels.max()) >= model.num_classes:
+        raise ValueError(f"{flag}: labels up to {int(labels.max())} but the model knows {model.num_classes} classes")
+    return labels
+
+
 def _labels(model: AutoregressiveAxialTransformer, given: Optional[list[int]], num: int) -> Optional[torch.Tensor]:
     if model.num_classes is None:
         if given:
@@ -214,14 +224,9 @@ def cmd_complete(args: argparse.Namespace) -> None:
     data = _images_for(model, args.run, args.images, "--images")
     images, labels = data.split("test")
     images, labels = images[: args.num], None if labels is None else labels[: args.num]
-    if labels is not None and model.num_classes is not None and int(labels.max()) >= model.num_classes:
-        raise ValueError(f"--images: labels up to {int(labels.max())} but the model knows {model.num_classes} classes")
-    repeated = images.repeat_interleave(args.samples, dim=0).to(model.device)
-    rep_labels = None if labels is None else labels.repeat_interleave(args.samples).to(model.device)
+    labels = _known_labels(model, labels, "--images")
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
-    with cpu_threads(model.device):
-        completions = model.complete(repeated, args.keep, rep_labels, args.temperature, generator)
-    completions = completions.reshape(len(images), args.samples, *model.image_shape).cpu()
+    completions = completions_of(model, images, labels, args.keep, args.samples, args.temperature, generator)
     save_completions(images, completions, args.keep, model.num_levels, Path(args.out))
     print(f"wrote {args.out}: {len(images)} items x (original, first {args.keep} of its {model.axis_names[0]}, "
           f"{args.samples} completions)")
@@ -231,10 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> float:
     model = _load_model(args.run, args.device)
     data = _images_for(model, args.run, args.data, "--data")
     images, labels = data.split(args.split)
-    if model.num_classes is not None and int(labels.max()) >= model.num_classes:
-        raise ValueError(f"--data: labels up to {int(labels.max())} but the model knows {model.num_classes} classes")
-    bits = evaluate_bits_per_dim(model, images, labels if model.num_classes is not None else None,
-                                 batch=args.batch_size)
+    bits = evaluate_bits_per_dim(model, images, _known_labels(model, labels, "--data"), batch=args.batch_size)
     print(f"{args.split} bits/dim: {bits:.4f} on {len(images)} images   (uniform: {math.log2(model.num_levels):.3f})")
     return bits
 

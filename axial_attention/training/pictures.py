@@ -61,10 +61,7 @@ def save_completions(originals: Tensor, completions: Tensor, keep: int, levels: 
     kept = originals.clone()
     kept[:, :, keep:] = 0
     items = torch.cat([originals[:, None], kept[:, None], completions], dim=1)  # (N, 2 + S, C, *axes)
-    frames = as_frames(items.flatten(0, 1))
-    per_row = frames.shape[1] if frames.shape[1] > 1 else items.shape[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _tile(frames.flatten(0, 1), levels, per_row).save(path)
+    save_grid(items.flatten(0, 1), levels, path, per_row=items.shape[1])
 
 
 def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None) -> None:

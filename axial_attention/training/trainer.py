@@ -132,6 +132,20 @@ def evaluate_bits_per_dim(model: nn.Module, images: Tensor, labels: Optional[Ten
     return float(total[0] / total[1])
 
 
+def completions_of(model: AutoregressiveAxialTransformer, originals: Tensor, labels: Optional[Tensor], keep: int,
+                   samples: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> Tensor:
+    """`samples` completions of each of `originals` (N, C, *axes), its first `keep` slices kept:
+    (N, samples, C, *axes) on the CPU. Labels are used only by a class-conditional model."""
+    repeated = originals.repeat_interleave(samples, dim=0).to(model.device)
+    if labels is not None and model.num_classes is not None:
+        labels = labels.repeat_interleave(samples).to(model.device)
+    else:
+        labels = None
+    with cpu_threads(model.device):
+        completed = model.complete(repeated, keep, labels, temperature, generator)
+    return completed.reshape(len(originals), samples, *model.image_shape).cpu()
+
+
 def save_samples(model: AutoregressiveAxialTransformer, path: Path, per_row: int, seed: int,
                  test: tuple[Tensor, Optional[Tensor]], continued: int = 4) -> None:
     """Images (or sequences): a PNG grid, one row of samples per class (class-conditional) or a square
@@ -146,14 +160,11 @@ def save_samples(model: AutoregressiveAxialTransformer, path: Path, per_row: int
     if model.num_classes is not None:
         labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_class)
     with cpu_threads(model.device):
-        items = model.sample(count, labels=labels, generator=generator)
-        if video:
-            clips, clip_labels = test[0][:continued], test[1][:continued] if model.num_classes is not None else None
-            clips = clips.repeat_interleave(2, dim=0).to(model.device)
-            clip_labels = None if clip_labels is None else clip_labels.repeat_interleave(2).to(model.device)
-            continuations = model.complete(clips, 1, clip_labels, generator=generator).reshape(-1, 2, *clips.shape[1:])
-            originals = clips[::2, None]
-            items = torch.cat([items, torch.cat([originals, continuations], dim=1).flatten(0, 1)])
+        items = model.sample(count, labels=labels, generator=generator).cpu()
+    if video:
+        clips, clip_labels = test[0][:continued], None if test[1] is None else test[1][:continued]
+        continuations = completions_of(model, clips, clip_labels, 1, 2, generator=generator)
+        items = torch.cat([items, torch.cat([clips[:, None], continuations], dim=1).flatten(0, 1)])
     save_grid(items, model.num_levels, path, per_row)
     if video:
         save_animation(items, model.num_levels, path.with_suffix(".gif"), per_row=3)
