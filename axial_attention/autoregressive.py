@@ -25,6 +25,7 @@ the earlier slices), the inner level one token at a time; see `sampling.py`.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Optional, Sequence, Union
 
@@ -36,25 +37,17 @@ from .decoder import DecoderBlock
 from .positional import AxialPositionalEmbedding
 from .pretrained import PretrainedMixin
 from .sampling import complete_cached, complete_reference
-from .validation import check_int, check_probability, check_shape
+from .validation import (
+    check_generator,
+    check_int,
+    check_levels,
+    check_positive_number,
+    check_probability,
+    check_shape,
+    owner,
+)
 
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("frames", "height", "width")}
-
-
-def _check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_levels: int, owner: str) -> None:
-    """An integer tensor of the given shape (after the batch axis) with values in [0, num_levels)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(x).__name__}")
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must have an integer dtype (e.g. torch.long), got {x.dtype}")
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-        raise ValueError(f"{name} must have shape (batch, {layout}) = (batch, {', '.join(map(str, shape))}) "
-                         f"for {owner}, got {tuple(x.shape)}")
-    if x.numel():
-        low, high = torch.aminmax(x)  # one pass, and one device sync for both bounds
-        low, high = int(low), int(high)
-        if low < 0 or high >= num_levels:
-            raise ValueError(f"{name} values must be in [0, {num_levels}) for {owner}, got values in [{low}, {high}]")
 
 
 def shift_forward(t: Tensor, axis: int) -> Tensor:
@@ -147,6 +140,15 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self.final_norm = nn.LayerNorm(dim)
         self.to_logits = nn.Linear(dim, num_levels)
 
+    def extra_repr(self) -> str:
+        """image_shape and num_levels, then the constructor arguments that differ from their defaults."""
+        shown = {"image_shape": self.image_shape, "num_levels": self.num_levels}
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        defaults["inner_depth"] = self.config["depth"]  # its default, None, means "as depth"
+        shown.update((name, value) for name, value in self.config.items()
+                     if name not in shown and value != defaults[name])
+        return ", ".join(f"{name}={value!r}" for name, value in shown.items())
+
     @property
     def device(self) -> torch.device:
         return self.token_emb.weight.device
@@ -176,9 +178,9 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         return pos + self.class_emb(labels).reshape(-1, *(1,) * self.num_axes, pos.shape[-1])
 
     def _check(self, x: Optional[Tensor], labels: Optional[Tensor], batch: Optional[int] = None) -> None:
-        owner = f"AutoregressiveAxialTransformer(image_shape={self.image_shape}, num_levels={self.num_levels})"
         if x is not None:
-            _check_levels(x, "x", self.image_shape, ", ".join(("channels", *self.axis_names)), self.num_levels, owner)
+            layout = ", ".join(("channels", *self.axis_names))
+            check_levels(x, "x", self.image_shape, layout, self.num_levels, owner(self))
             batch = x.shape[0]
         if self.num_classes is None:
             if labels is not None:
@@ -189,7 +191,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
             raise ValueError(f"labels are required: the model was built with num_classes={self.num_classes}")
         if isinstance(labels, torch.Tensor) and (labels.ndim != 1 or labels.shape[0] != batch):
             raise ValueError(f"labels must have one label per image, shape ({batch},), got {tuple(labels.shape)}")
-        _check_levels(labels, "labels", (), "", self.num_classes, f"num_classes={self.num_classes}")
+        check_levels(labels, "labels", (), "", self.num_classes, f"num_classes={self.num_classes}")
 
     # -- the decoder levels --------------------------------------------------------------------
     def level_layers(self, k: int, u: Tensor, caches: Optional[list] = None, index: int = 0) -> Tensor:
@@ -286,22 +288,14 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         if keep > first:
             raise ValueError(f"keep must be in [0, {first}] (the size of the first axis, {self.axis_names[0]}), "
                              f"got {keep}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-            if generator.device.type != self.device.type:
-                raise ValueError(f"generator is on {generator.device}, the model on {self.device}: "
-                                 f"create it with torch.Generator(device={str(self.device.type)!r})")
+        temperature = check_positive_number("temperature", temperature)
+        check_generator(generator, self.device)
         tokens = self.to_tokens(x.to(self.device))
         was_training = self.training
         self.eval()
         try:
             run = complete_cached if use_cache else complete_reference
-            tokens = run(self, tokens, keep, labels, float(temperature), generator)
+            tokens = run(self, tokens, keep, labels, temperature, generator)
         finally:
             self.train(was_training)
         return self.to_image(tokens)

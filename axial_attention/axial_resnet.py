@@ -11,17 +11,19 @@ from typing import Optional, Sequence, Union
 from torch import Tensor, nn
 
 from .deeplab import PositionSensitiveAxialAttention
-from .validation import check_axial_lengths, check_input, check_int
+from .validation import (
+    check_axial_lengths,
+    check_bool,
+    check_input,
+    check_int,
+    check_pair,
+    check_positive_number,
+    check_shape,
+    owner,
+)
 
 Size = Union[int, tuple[int, int]]
 _SPATIAL = {2: "height", 3: "width"}
-
-
-def _pair(name: str, value: Size) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise TypeError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}")
-    return check_int(f"{name}[0]", pair[0]), check_int(f"{name}[1]", pair[1])
 
 
 def _halve(size: tuple[int, int]) -> tuple[int, int]:
@@ -58,8 +60,10 @@ class AxialBlock(nn.Module):
         check_int("planes", planes)
         check_int("stride", stride)
         check_int("base_width", base_width)
-        span_h, span_w = _pair("span", span)
-        self.inplanes, out = inplanes, planes * self.expansion
+        span_h, span_w = check_pair("span", span)
+        self.inplanes, self.planes, self.stride, self.heads = inplanes, planes, stride, heads
+        self.base_width, self.span, self.local = base_width, (span_h, span_w), check_bool("local", local)
+        out = planes * self.expansion
         width = planes * base_width // 64
         self.conv_down = nn.Conv2d(inplanes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -72,13 +76,17 @@ class AxialBlock(nn.Module):
             downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
         self.downsample = downsample
 
+    def extra_repr(self) -> str:
+        return (f"{self.inplanes}, {self.planes}, stride={self.stride}, heads={self.heads}, "
+                f"base_width={self.base_width}, span={self.span}, local={self.local}")
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(
-            x, name="x", owner="AxialBlock", ndim=4, layout="batch, channels, height, width", dim_index=1,
+            x, name="x", owner=owner(self), ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.inplanes,
         )
         check_axial_lengths(
-            x, name="x", owner="AxialBlock", axes=_SPATIAL, reason="its shortcut and projections are convolutions"
+            x, name="x", owner=owner(self), axes=_SPATIAL, reason="its shortcut and projections are convolutions"
         )
         out = self.relu(self.bn1(self.conv_down(x)))
         out = self.relu(self.width_block(self.height_block(out)))
@@ -116,16 +124,14 @@ class AxialResNet(nn.Module):
         zero_init_residual: bool = True,
     ) -> None:
         super().__init__()
-        if len(layers) != 4:
-            raise ValueError(f"layers must give the number of blocks of 4 stages, got {tuple(layers)!r}")
-        for i, n in enumerate(layers):
-            check_int(f"layers[{i}]", n)
-        is_number = isinstance(width_multiplier, (int, float)) and not isinstance(width_multiplier, bool)
-        if not is_number or width_multiplier <= 0:
-            raise ValueError(f"width_multiplier must be a positive number, got {width_multiplier!r}")
+        check_shape("layers", layers, 4, what="block counts, one per stage")
+        check_positive_number("width_multiplier", width_multiplier)
         self.in_channels = check_int("in_channels", in_channels)
         check_int("num_classes", num_classes)
-        size = _pair("image_size", image_size)
+        size = check_pair("image_size", image_size)
+        check_bool("local", local)
+        self.layers, self.width_multiplier, self.num_classes = tuple(layers), width_multiplier, num_classes
+        self.heads, self.image_size, self.local, self.stem_kind = heads, size, local, stem
         inplanes = int(64 * width_multiplier)
         if stem == "imagenet":
             self.stem = nn.Sequential(
@@ -168,14 +174,19 @@ class AxialResNet(nn.Module):
                 if isinstance(m, AxialBlock):
                     nn.init.zeros_(m.bn2.weight)
 
+    def extra_repr(self) -> str:
+        return (f"layers={self.layers}, width_multiplier={self.width_multiplier}, num_classes={self.num_classes}, "
+                f"in_channels={self.in_channels}, heads={self.heads}, image_size={self.image_size}, "
+                f"local={self.local}, stem={self.stem_kind!r}")
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(batch, in_channels, H, W) -> the last stage's map (batch, channels, ~H / 32, ~W / 32);
         ~H / 8 with the small stem."""
         check_input(
-            x, name="x", owner="AxialResNet", ndim=4, layout="batch, channels, height, width", dim_index=1,
+            x, name="x", owner=owner(self), ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.in_channels,
         )
-        check_axial_lengths(x, name="x", owner="AxialResNet", axes=_SPATIAL, reason="its stem is a convolution")
+        check_axial_lengths(x, name="x", owner=owner(self), axes=_SPATIAL, reason="its stem is a convolution")
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

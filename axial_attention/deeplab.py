@@ -28,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_axial_lengths, check_input, check_int
-
-_AXES = {"height": 2, "width": 3, 2: 2, 3: 3, -2: 2, -1: 3}
+from .validation import check_axial_lengths, check_bool, check_input, check_int, owner, spatial_axis
 
 
 def skew(rel: Tensor) -> Tensor:
@@ -105,13 +103,9 @@ class PositionSensitiveAxialAttention(nn.Module):
                 f"out_channels // heads = {dim_v} must be even: each head's query/key width is half its value "
                 f"width (got out_channels={out_channels}, heads={heads})"
             )
-        if axis not in _AXES or isinstance(axis, bool):
-            raise ValueError(f"axis must be 'height' or 'width' (or 2 / 3, -2 / -1 of NCHW), got {axis!r}")
-        if not isinstance(local, bool):
-            raise TypeError(f"local must be a bool, got {type(local).__name__}")
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.dim_qk, self.dim_v = dim_v // 2, dim_v
-        self.axis, self.local = _AXES[axis], local
+        self.axis, self.local = spatial_axis("axis", axis), check_bool("local", local)
         self.eps, self.momentum = 1e-5, 0.1
 
         group = 2 * self.dim_qk + self.dim_v
@@ -126,8 +120,12 @@ class PositionSensitiveAxialAttention(nn.Module):
         nn.init.normal_(self.qkv.weight, 0.0, math.sqrt(1.0 / in_channels))
         nn.init.normal_(self.relative, 0.0, math.sqrt(1.0 / dim_v))
 
+    @property
+    def axis_name(self) -> str:
+        return "height" if self.axis == 2 else "width"
+
     def extra_repr(self) -> str:
-        axis = "height" if self.axis == 2 else "width"
+        axis = self.axis_name
         return (
             f"{self.in_channels}, {self.out_channels}, heads={self.heads}, span={self.span}, axis={axis!r}, "
             f"local={self.local}, stride={self.stride}"
@@ -188,18 +186,17 @@ class PositionSensitiveAxialAttention(nn.Module):
 
     def forward(self, x: Tensor, need_weights: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
         check_input(
-            x, name="x", owner="PositionSensitiveAxialAttention", ndim=4, layout="batch, channels, height, width",
+            x, name="x", owner=owner(self), ndim=4, layout="batch, channels, height, width",
             dim_index=1, dim=self.in_channels,
         )
         check_axial_lengths(
-            x, name="x", owner="PositionSensitiveAxialAttention", axes={2: "height", 3: "width"},
+            x, name="x", owner=owner(self), axes={2: "height", 3: "width"},
             reason="its projection is a convolution",
         )
         length, heads = x.shape[self.axis], self.heads
         if not self.local and length > self.span:
-            name = "height" if self.axis == 2 else "width"
             raise ValueError(
-                f"x has {name} {length}, but this PositionSensitiveAxialAttention attends globally over at most "
+                f"x has {self.axis_name} {length}, but {owner(self)} attends globally over at most "
                 f"span={self.span} positions; build it with span >= {length}, or with local=True to attend "
                 f"within windows of {self.span}"
             )

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_input, check_int, check_shape, normalize_dim_index
+from .validation import check_bool, check_input, check_int, check_shape, normalize_dim_index, owner
 
 
 class AxialPositionalEmbedding(nn.Module):
@@ -23,7 +23,8 @@ class AxialPositionalEmbedding(nn.Module):
     one is an error, unless interpolate=True, which resamples the table linearly to the new length.
 
     Parameters are `param_{i}` shaped to broadcast against x, as in `axial-attention` 0.6.1, so its
-    state dicts load as they are.
+    state dicts load as they are. `emb_dim_index` is what AxialAttention calls `dim_index` (see the axis
+    convention in attention.py); it keeps 0.6.1's name, and its default 1, so 0.6.1's code runs unchanged.
     """
 
     def __init__(
@@ -55,7 +56,8 @@ class AxialPositionalEmbedding(nn.Module):
                 )
             widths = tuple(axial_dims)
         self.concatenate = axial_dims is not None
-        self.interpolate = bool(interpolate)
+        self.axial_dims = None if axial_dims is None else widths
+        self.interpolate = check_bool("interpolate", interpolate)
 
         total = self.num_axes + 2
         self.axial_indices = [i for i in range(1, total) if i != self.emb_dim_index]
@@ -65,6 +67,10 @@ class AxialPositionalEmbedding(nn.Module):
             param_shape[axis] = length
             setattr(self, f"param_{i}", nn.Parameter(torch.randn(param_shape)))
 
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, shape={self.shape}, emb_dim_index={self.emb_dim_index}, "
+                f"axial_dims={self.axial_dims}, interpolate={self.interpolate}")
+
     def _table(self, i: int, length: int) -> Tensor:
         """Axis i's embedding at `length` positions (sliced, or resampled when interpolating)."""
         param, axis = getattr(self, f"param_{i}"), self.axial_indices[i]
@@ -73,8 +79,8 @@ class AxialPositionalEmbedding(nn.Module):
             return param.narrow(axis, 0, length)
         if not self.interpolate:
             raise ValueError(
-                f"x has length {length} on axial dim {axis} but AxialPositionalEmbedding was built for at most "
-                f"{built} (shape={self.shape}); pass interpolate=True to resample the embedding"
+                f"x has length {length} on axial dim {axis} but {owner(self)} was built for at most "
+                f"{built}; pass interpolate=True to resample the embedding"
             )
         table = param.movedim(axis, -1).reshape(1, -1, built)  # (1, width, built)
         table = F.interpolate(table, size=length, mode="linear", align_corners=False)
@@ -105,7 +111,7 @@ class AxialPositionalEmbedding(nn.Module):
         check_input(
             x,
             name="x",
-            owner=f"AxialPositionalEmbedding(shape={self.shape})",
+            owner=owner(self),
             ndim=self.num_axes + 2,
             layout=f"batch, {self.num_axes} axial, embedding",
             dim_index=self.emb_dim_index,

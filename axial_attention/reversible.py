@@ -22,6 +22,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
+from .validation import check_bool, owner
+
 
 class CouplingBlock(nn.Module):
     """One (f, g) pair of a two-stream sequence; g may be None (then y2 = x2)."""
@@ -206,7 +208,10 @@ class ReversibleSequence(nn.Module):
         if not coupled:
             raise ValueError("blocks must hold at least one (f, g) pair, got none")
         self.blocks = nn.ModuleList(coupled)
-        self.preserve_rng_state = bool(preserve_rng_state)
+        self.preserve_rng_state = check_bool("preserve_rng_state", preserve_rng_state)
+
+    def extra_repr(self) -> str:
+        return f"blocks={len(self.blocks)}, preserve_rng_state={self.preserve_rng_state}"
 
     def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
         if not isinstance(x, Tensor):
@@ -216,8 +221,12 @@ class ReversibleSequence(nn.Module):
 
     def forward_streams(self, x1: Tensor, x2: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
         """Run both streams, (x1, x2) -> (y1, y2), each of x1's shape."""
+        for name, t in (("x1", x1), ("x2", x2)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+            raise ValueError(f"x1 and x2 must have the same shape for {owner(self)}, got {tuple(x1.shape)} and "
+                             f"{tuple(x2.shape)}")
         kw_names = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
         kw_values = [kwargs[k] for k in kw_names]
         needs_grad = any(t.requires_grad for t in (x1, x2, *kw_values, *self.parameters()))

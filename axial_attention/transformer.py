@@ -20,11 +20,13 @@ from .reversible import CouplingBlock, ReversibleSequence
 from .validation import (
     check_axial_lengths,
     check_axis_flags,
+    check_bool,
     check_input,
     check_int,
     check_probability,
     check_shape,
     normalize_dim_index,
+    owner,
 )
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -179,14 +181,13 @@ class AxialImageTransformer(nn.Module):
             raise ValueError(
                 f"num_dimensions must be 1, 2 or 3 (the feed-forward is a 3^N convolution), got {num_dimensions}"
             )
-        if not isinstance(reversible, bool):
-            raise TypeError(f"reversible must be a bool, got {type(reversible).__name__} ({reversible!r})")
-        self.num_dimensions, self.reversible = num_dimensions, reversible
+        self.num_dimensions, self.reversible = num_dimensions, check_bool("reversible", reversible)
         self.dim_index = normalize_dim_index("dim_index", dim_index, num_dimensions)
         self.causal = check_axis_flags("causal", causal, num_dimensions)
-        check_probability("dropout", dropout)
+        self.dropout = check_probability("dropout", dropout)
         if axial_pos_emb_shape is not None:
-            check_shape("axial_pos_emb_shape", axial_pos_emb_shape, num_dimensions)
+            axial_pos_emb_shape = check_shape("axial_pos_emb_shape", axial_pos_emb_shape, num_dimensions)
+        self.axial_pos_emb_shape = axial_pos_emb_shape
 
         self.pos_emb = (
             AxialPositionalEmbedding(dim, axial_pos_emb_shape, emb_dim_index=self.dim_index)
@@ -205,6 +206,11 @@ class AxialImageTransformer(nn.Module):
         blocks = [CouplingBlock(*sublayers[i : i + 2]) for i in range(0, len(sublayers), 2)]
         self.layers = ReversibleSequence(blocks) if reversible else _ResidualSequence(blocks)
 
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, depth={self.depth}, dim_index={self.dim_index}, reversible={self.reversible}, "
+                f"axial_pos_emb_shape={self.axial_pos_emb_shape}, causal={self.causal}, dropout={self.dropout}, "
+                f"num_dimensions={self.num_dimensions}")
+
     def _axial_dims(self) -> list[int]:
         return [d for d in range(1, self.num_dimensions + 2) if d != self.dim_index]
 
@@ -212,14 +218,14 @@ class AxialImageTransformer(nn.Module):
         check_input(
             x,
             name="x",
-            owner=f"AxialImageTransformer(dim={self.dim}, num_dimensions={self.num_dimensions})",
+            owner=owner(self),
             ndim=self.num_dimensions + 2,
             layout=f"batch, {self.num_dimensions} axial, embedding",
             dim_index=self.dim_index,
             dim=self.dim,
         )
         check_axial_lengths(
-            x, name="x", owner=f"AxialImageTransformer(num_dimensions={self.num_dimensions})",
+            x, name="x", owner=owner(self),
             axes=dict(zip(self._axial_dims(), ("first axial", "second axial", "third axial"))),
             reason="its feed-forwards are 3^N convolutions",
         )

@@ -1,13 +1,26 @@
-"""Argument checks shared by the public classes.
+"""Argument checks shared by the public classes: every check of a user's argument lives here.
 
 Every message names the argument, what was expected and what came, so a user's mistake never
-surfaces as a shape error deep inside torch.
+surfaces as a shape error deep inside torch. Messages about a module's input name the module as
+`owner(module)` does: its class and its `extra_repr`, the way `print(model)` shows it.
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
 import torch
+from torch import nn
+
+
+def owner(module: nn.Module) -> str:
+    """How error messages name a module: `AxialAttention(dim=8, num_dimensions=2, ...)`, as print(module) does."""
+    return f"{type(module).__name__}({module.extra_repr()})"
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -16,6 +29,23 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_positive_number(name: str, value: Any) -> float:
+    """A real number > 0 (a scale such as width_multiplier or temperature)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} ({value!r})")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
+def check_pair(name: str, value: Any) -> tuple[int, int]:
+    """An int or a (height, width) pair of positive ints, e.g. `span=56` or `image_size=(224, 320)`."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}")
+    return check_int(f"{name}[0]", pair[0]), check_int(f"{name}[1]", pair[1])
 
 
 def check_shape(name: str, value: Any, length: Optional[int] = None, what: str = "axial lengths") -> tuple[int, ...]:
@@ -67,12 +97,25 @@ def normalize_dim_index(name: str, dim_index: Any, num_dimensions: int) -> int:
     return resolved
 
 
-def check_input(x: Any, *, name: str, owner: str, ndim: int, layout: str, dim_index: int, dim: int) -> None:
-    """Check a forward input's type, rank and embedding size."""
+def spatial_axis(name: str, value: Any) -> int:
+    """The dim of an NCHW map that `value` names: "height" / 2 / -2 -> 2, "width" / 3 / -1 -> 3."""
+    by_name, by_index = {"height": 2, "width": 3}, {2: 2, 3: 3, -2: 2, -1: 3}
+    if isinstance(value, str) and value in by_name:
+        return by_name[value]
+    if isinstance(value, int) and not isinstance(value, bool) and value in by_index:
+        return by_index[value]
+    raise ValueError(f"{name} must be 'height' or 'width' (or 2 / 3, -2 / -1 of NCHW), got {value!r}")
+
+
+def check_input(
+    x: Any, *, name: str, owner: str, ndim: int, layout: str, dim_index: int, dim: int, or_more: bool = False
+) -> None:
+    """Check a forward input's type, rank (exactly `ndim`, or at least with `or_more`) and embedding size."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != ndim:
-        raise ValueError(f"{name} has {x.ndim} dims; {owner} expects {ndim} ({layout}), got shape {tuple(x.shape)}")
+    if x.ndim < ndim or (x.ndim > ndim and not or_more):
+        expected = f"at least {ndim}" if or_more else f"{ndim}"
+        raise ValueError(f"{name} has {x.ndim} dims; {owner} expects {expected} ({layout}), got shape {tuple(x.shape)}")
     if x.shape[dim_index] != dim:
         raise ValueError(
             f"{name} has size {x.shape[dim_index]} on its embedding axis (dim {dim_index}); {owner} expects {dim}"
@@ -106,3 +149,31 @@ def check_axial_lengths(x: torch.Tensor, *, name: str, owner: str, axes: dict[in
                 f"{name} has length 0 on its {label} axis (dim {axis}) for {owner}, which needs every axial length "
                 f">= 1 ({reason}); got shape {tuple(x.shape)}"
             )
+
+
+def check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_levels: int, owner: str) -> None:
+    """An integer tensor of the given shape (after the batch axis) with values in [0, num_levels)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(x).__name__}")
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype (e.g. torch.long), got {x.dtype}")
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{name} must have shape (batch, {layout}) = (batch, {', '.join(map(str, shape))}) "
+                         f"for {owner}, got {tuple(x.shape)}")
+    if x.numel():
+        low, high = torch.aminmax(x)  # one pass, and one device sync for both bounds
+        low, high = int(low), int(high)
+        if low < 0 or high >= num_levels:
+            raise ValueError(f"{name} values must be in [0, {num_levels}) for {owner}, got values in [{low}, {high}]")
+
+
+def check_generator(generator: Any, device: torch.device) -> Optional[torch.Generator]:
+    """None, or a torch.Generator on `device`'s type (a CPU generator cannot drive CUDA sampling)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device}, the model on {device}: "
+                         f"create it with torch.Generator(device={str(device.type)!r})")
+    return generator

@@ -257,13 +257,13 @@ def test_bad_input():
         PositionSensitiveAxialAttention(16, axis="depth")
     with pytest.raises(TypeError, match="span"):
         PositionSensitiveAxialAttention(16, span=7.0)
-    with pytest.raises(ValueError, match="AxialBlock expects 16"):
+    with pytest.raises(ValueError, match=r"AxialBlock\(16, 8, stride=1, heads=2, .*\) expects 16"):
         AxialBlock(16, 8, heads=2)(torch.randn(1, 8, 4, 4))
     with pytest.raises(ValueError, match="layers"):
         AxialResNet((1, 1, 1), 0.5)
     with pytest.raises(ValueError, match="stem"):
         AxialResNet((1, 1, 1, 1), 0.5, stem="cifar")
-    with pytest.raises(ValueError, match="AxialResNet expects 3"):
+    with pytest.raises(ValueError, match=r"AxialResNet\(layers=\(1, 2, 4, 1\), .*in_channels=3, .*\) expects 3"):
         axial_resnet26s(num_classes=2)(torch.randn(1, 1, 32, 32))
 
 
