@@ -5,6 +5,23 @@ folds the axes before it (with the batch) into SDPA's batch dimension and the ax
 the heads) into SDPA's head dimension. For a contiguous channel-last tensor both folds are views, so
 the only data movement is the one SDPA does itself; `scaled_dot_product_attention` then picks its
 fused kernel (flash on CPU and CUDA, memory-efficient, or math).
+
+Axes, one convention for the package. An axis is a dim of the tensor it applies to, counted as
+torch counts them, with the batch at 0 (never an axial axis) and negative numbers from the end:
+- the modules users call take the embedding's dim of *their* tensor: AxialAttention and
+  AxialImageTransformer `dim_index` (1 for (batch, dim, H, W), -1 for channel-last), and
+  AxialPositionalEmbedding `emb_dim_index` (a second name only because 0.6.1 chose it: its users'
+  code and checkpoints keep working). The axial axes are the other dims, in order, and every
+  per-axis argument or result (`causal`, `mask`, the tuple of weights) follows that order;
+- the building blocks work channel-last, (batch, *axial, dim), and take the axial axis itself:
+  `attend_along_axis(axis=1)` and `AxisAttention(axis=1)` attend along the first axial axis;
+- PositionSensitiveAxialAttention works on NCHW maps and takes axis "height" (dim 2) or "width" (3).
+
+Attention weights, one name and one layout: every public class returns them when asked with
+`need_weights=True`, as (batch, heads, *axial, L): for each query position (the input's axial
+positions, in its order) and head, the distribution over the L keys along the attended axis.
+AxialAttention returns a tuple of them, one per axial axis (L that axis' length);
+`return_attention=True` is kept as AxialAttention's earlier name for the same request.
 """
 from __future__ import annotations
 
@@ -17,11 +34,13 @@ from torch import Tensor, nn
 
 from .validation import (
     check_axis_flags,
+    check_bool,
     check_input,
     check_int,
     check_mask,
     check_probability,
     normalize_dim_index,
+    owner,
 )
 
 
@@ -57,7 +76,7 @@ def attend_along_axis(
     q: (batch, *axial_q, heads * dq); k: (batch, *axial_k, heads * dq); v: (batch, *axial_k, heads * dv).
     `axial_k` equals `axial_q` except along `axis`, where keys may be longer (a key/value cache).
     Returns (batch, *axial_q, heads * dv), and with `need_weights` also the attention weights
-    (batch, *axial_q, heads, Lk).
+    (batch, heads, *axial_q, Lk).
 
     key_mask: bool (batch, *axial_k), True = may be attended to. A query with no key it may attend to
         gets a zero output (finite in forward and backward) instead of SDPA's NaN.
@@ -109,7 +128,7 @@ def attend_along_axis(
     # kernel and masks, so inspection cannot disagree with the forward's scores. They are the weights
     # before dropout: in training with dropout_p > 0 the forward applied a randomly thinned copy.
     eye = torch.eye(len_k, dtype=q.dtype, device=q.device).expand(batch_fold, head_fold, len_k, len_k)
-    weights = sdpa(eye, 0.0).unflatten(-1, (heads, len_k))
+    weights = sdpa(eye, 0.0).unflatten(-1, (heads, len_k)).movedim(-2, 1)
     return out, weights
 
 
@@ -117,7 +136,8 @@ class AxisAttention(nn.Module):
     """Multi-head self-attention along one axial dimension of a channel-last tensor.
 
     Input and output: (batch, *axial, dim); `axis` is the dimension attended along (1-based: 0 is
-    the batch). `to_q`, `to_kv`, `to_out` carry the same names and layout as `axial-attention` 0.6.1.
+    the batch). With need_weights=True also returns the weights (batch, heads, *axial, L).
+    `to_q`, `to_kv`, `to_out` carry the same names and layout as `axial-attention` 0.6.1.
     """
 
     def __init__(
@@ -131,6 +151,7 @@ class AxisAttention(nn.Module):
     ) -> None:
         super().__init__()
         check_int("dim", dim)
+        check_int("axis", axis)
         check_int("heads", heads)
         if dim_heads is None:
             if dim % heads != 0:
@@ -141,12 +162,16 @@ class AxisAttention(nn.Module):
             dim_heads = dim // heads
         check_int("dim_heads", dim_heads)
         self.dim, self.axis, self.heads, self.dim_heads = dim, axis, heads, dim_heads
-        self.causal = causal
+        self.causal = check_bool("causal", causal)
         self.dropout = check_probability("dropout", dropout)
         hidden = heads * dim_heads
         self.to_q = nn.Linear(dim, hidden, bias=False)
         self.to_kv = nn.Linear(dim, 2 * hidden, bias=False)
         self.to_out = nn.Linear(hidden, dim)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, axis={self.axis}, heads={self.heads}, dim_heads={self.dim_heads}, "
+                f"causal={self.causal}, dropout={self.dropout}")
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of x (batch, *axial, dim), each (batch, *axial, heads * dim_heads): what a cache keeps."""
@@ -165,14 +190,11 @@ class AxisAttention(nn.Module):
     ) -> Union[Tensor, tuple[Tensor, Tensor]]:
         """x: (batch, *axial, dim) -> same shape. kv: precomputed keys/values (e.g. a cache) to attend
         over instead of x's own; `mask` then masks those keys. With need_weights also returns
-        (batch, *axial, heads, L) attention weights."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim < self.axis + 2 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"x must be channel-last (batch, *axial, {self.dim}) with at least {self.axis} axial dims for "
-                f"AxisAttention(dim={self.dim}, axis={self.axis}), got shape {tuple(x.shape)}"
-            )
+        (batch, heads, *axial, L) attention weights."""
+        check_input(
+            x, name="x", owner=owner(self), ndim=self.axis + 2, or_more=True,
+            layout=f"channel-last: batch, *axial with at least {self.axis}, {self.dim}", dim_index=-1, dim=self.dim,
+        )
         return self._project_out(self._attend(x, mask, kv=kv, need_weights=need_weights))
 
     def _attend(
@@ -210,8 +232,8 @@ class AxialAttention(nn.Module):
     causal: True/False for every axis, or one bool per axial axis in the order they appear in x;
         causal along an axis means the output at index i depends only on indices <= i along it.
     forward(x, mask): mask is bool with x's shape minus the embedding axis, True = valid; invalid
-        positions are never attended to. return_attention=True also returns, per axis, weights of
-        shape (batch, heads, *axial, L_axis).
+        positions are never attended to. need_weights=True (or its earlier name return_attention=True)
+        also returns, per axial axis, its weights (batch, heads, *axial, L_axis).
     """
 
     def __init__(
@@ -231,19 +253,32 @@ class AxialAttention(nn.Module):
         self.dim_index = normalize_dim_index("dim_index", dim_index, num_dimensions)
         self.causal = check_axis_flags("causal", causal, num_dimensions)
         self.sum_axial_out = bool(sum_axial_out)
+        self.dropout = check_probability("dropout", dropout)
         # In the channel-last working layout the axial axes are dims 1..num_dimensions, in x's order.
         self.axial_attentions = nn.ModuleList(
             AxisAttention(dim, axis, heads, dim_heads, causal=axis_causal, dropout=dropout)
             for axis, axis_causal in zip(range(1, num_dimensions + 1), self.causal)
         )
 
+    def extra_repr(self) -> str:
+        first = self.axial_attentions[0]
+        return (f"dim={self.dim}, num_dimensions={self.num_dimensions}, heads={first.heads}, "
+                f"dim_heads={first.dim_heads}, dim_index={self.dim_index}, sum_axial_out={self.sum_axial_out}, "
+                f"causal={self.causal}, dropout={self.dropout}")
+
     def forward(
-        self, x: Tensor, mask: Optional[Tensor] = None, return_attention: bool = False
+        self, x: Tensor, mask: Optional[Tensor] = None, need_weights: bool = False, *,
+        return_attention: Optional[bool] = None,
     ) -> Union[Tensor, tuple[Tensor, tuple[Tensor, ...]]]:
+        if return_attention is not None:  # the earlier name of need_weights, kept for code written against it
+            if need_weights and not return_attention:
+                raise ValueError("need_weights=True and return_attention=False disagree; return_attention is the "
+                                 "earlier name of need_weights: pass one of them")
+            need_weights = bool(return_attention)
         check_input(
             x,
             name="x",
-            owner=f"AxialAttention(num_dimensions={self.num_dimensions})",
+            owner=owner(self),
             ndim=self.num_dimensions + 2,
             layout=f"batch, {self.num_dimensions} axial, embedding",
             dim_index=self.dim_index,
@@ -257,10 +292,10 @@ class AxialAttention(nn.Module):
         weights = []
 
         def attend(attn: AxisAttention, inp: Tensor) -> Tensor:
-            if not return_attention:
+            if not need_weights:
                 return attn._attend(inp, mask)
             out, w = attn._attend(inp, mask, need_weights=True)
-            weights.append(w.movedim(-2, 1))
+            weights.append(w)
             return out
 
         if self.sum_axial_out:
@@ -273,7 +308,7 @@ class AxialAttention(nn.Module):
             for attn in self.axial_attentions:
                 out = attn.to_out(attend(attn, out))
         out = out.movedim(-1, self.dim_index)
-        return (out, tuple(weights)) if return_attention else out
+        return (out, tuple(weights)) if need_weights else out
 
     def _add_projected(self, out: Optional[Tensor], attn: AxisAttention, o: Tensor) -> Tensor:
         """out + attn.to_out(o) on (positions, dim) rows, written into `out`; out=None starts the buffer with

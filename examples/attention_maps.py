@@ -4,7 +4,7 @@ column weights on the right, over the input image.
     python examples/attention_maps.py --pixel 20 12 --out attention.png
 
 The layer here is randomly initialised on a fixed random projection of a digit from scikit-learn;
-pass `return_attention=True` to any AxialAttention in your own model to get the same maps.
+pass `need_weights=True` to any AxialAttention in your own model to get the same maps.
 """
 import argparse
 
@@ -47,7 +47,7 @@ def main(argv=None):
     pos_emb = AxialPositionalEmbedding(args.dim, (args.size, args.size))
     attn = AxialAttention(args.dim, num_dimensions=2, heads=args.heads, dim_index=1)
     with torch.no_grad():
-        _, (along_height, along_width) = attn(pos_emb(embed(image[None, None])), return_attention=True)
+        _, (along_height, along_width) = attn(pos_emb(embed(image[None, None])), need_weights=True)
     # (batch, heads, H, W, L): what pixel (row, col) gives each position of its column / row
     column_weights = along_height[0, :, row, col]  # (heads, H)
     row_weights = along_width[0, :, row, col]  # (heads, W)

@@ -63,7 +63,7 @@ def test_empty_inputs_run_forward_and_backward(cfg, data):
         cfg["axial"][emptied - 1] = 0
     module, x, mask = make_input(cfg)
     x.requires_grad_(True)
-    out, weights = module(x, mask, return_attention=True)
+    out, weights = module(x, mask, need_weights=True)
     assert out.shape == x.shape and out.numel() == 0
     shape = (cfg["batch"], module.axial_attentions[0].heads, *cfg["axial"])
     assert [w.shape for w in weights] == [(*shape, length) for length in cfg["axial"]]
@@ -78,12 +78,29 @@ def test_empty_inputs_run_forward_and_backward(cfg, data):
 def test_attention_weights_match_reference(cfg):
     cfg["kwargs"]["sum_axial_out"] = True
     module, x, mask = make_input(cfg)
-    out, weights = module(x, mask, return_attention=True)
+    out, weights = module(x, mask, need_weights=True)
     torch.testing.assert_close(out, module(x, mask))
     expected = reference_attention_weights(module, x, mask)
     assert len(weights) == len(expected) == module.num_dimensions
     for got, want in zip(weights, expected):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    # The same layout one level down: each AxisAttention, on the channel-last input, with its own weights.
+    h = x.movedim(module.dim_index, -1)
+    for attn, want in zip(module.axial_attentions, expected):
+        torch.testing.assert_close(attn(h, mask, need_weights=True)[1], want, rtol=1e-9, atol=1e-9)
+
+
+def test_return_attention_is_the_earlier_name_of_need_weights():
+    module = AxialAttention(8, 2, heads=2, dim_index=1).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    new, old, positional = module(x, need_weights=True), module(x, return_attention=True), module(x, None, True)
+    for a, b in ((new, old), (new, positional)):
+        torch.testing.assert_close(a[0], b[0])
+        for w_a, w_b in zip(a[1], b[1]):
+            torch.testing.assert_close(w_a, w_b)
+    assert isinstance(module(x, return_attention=False), torch.Tensor)
+    with pytest.raises(ValueError, match="need_weights=True and return_attention=False disagree"):
+        module(x, need_weights=True, return_attention=False)
 
 
 @pytest.mark.parametrize("sum_axial_out", [True, False])
@@ -233,8 +250,10 @@ def test_primitive_with_bias_scale_mask_and_longer_keys_matches_explicit_scores(
 def test_axis_attention_names_a_wrong_input():
     from axial_attention import AxisAttention
 
-    with pytest.raises(ValueError, match=r"channel-last \(batch, \*axial, 8\).*got shape \(2, 5, 6\)"):
+    with pytest.raises(ValueError, match=r"size 6 on its embedding axis.*AxisAttention\(dim=8, axis=1.*expects 8"):
         AxisAttention(8, axis=1)(torch.randn(2, 5, 6))
+    with pytest.raises(ValueError, match=r"x has 3 dims; AxisAttention\(dim=8, axis=2.*expects at least 4 \(channel"):
+        AxisAttention(8, axis=2)(torch.randn(2, 5, 8))
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4), (2, 0, 4), (2, 3, 0)])
@@ -250,6 +269,6 @@ def test_primitive_with_empty_inputs_and_every_option(shape, axis):
     bias = torch.randn(*others, heads, shape[axis], shape[axis])
     out, weights = attend_along_axis(q, k, v, axis, heads, key_mask=torch.ones(shape, dtype=torch.bool),
                                      causal=True, attn_bias=bias, need_weights=True)
-    assert out.shape == q.shape and weights.shape == (*shape, heads, shape[axis])
+    assert out.shape == q.shape and weights.shape == (shape[0], heads, *shape[1:], shape[axis])
     (out.sum() + weights.sum()).backward()
     assert q.grad.shape == q.shape and v.grad.shape == v.shape
