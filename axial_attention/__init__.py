@@ -14,7 +14,7 @@ from .deeplab import PositionSensitiveAxialAttention
 from .deeplab_compat import convert_axial_deeplab_state_dict
 from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
-from .transformer import AxialImageTransformer
+from .image_transformer import AxialImageTransformer
 
 __version__ = "0.2.0"
 

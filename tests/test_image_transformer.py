@@ -61,7 +61,7 @@ def test_reversible_gradients_equal_plain_autograd(kwargs, shape, input_grad):
 
 
 def test_feed_forward_norm_is_0_6_1s_formula_with_exact_gradients():
-    from axial_attention.transformer import _ChanLayerNorm
+    from axial_attention.image_transformer import _ChanLayerNorm
 
     torch.manual_seed(0)
     norm = _ChanLayerNorm(6).double()
@@ -241,3 +241,9 @@ def test_bad_arguments_are_named(kwargs, error, match):
 def test_bad_input_is_named(shape, match):
     with pytest.raises(ValueError, match=match):
         AxialImageTransformer(dim=8, depth=1, heads=2)(torch.randn(shape))
+
+
+def test_the_modules_earlier_name_still_imports():
+    from axial_attention.transformer import AxialImageTransformer as EarlierName
+
+    assert EarlierName is AxialImageTransformer
