@@ -12,9 +12,9 @@ from .axial_resnet import (
 from .compat import convert_lucidrains_state_dict
 from .deeplab import PositionSensitiveAxialAttention
 from .deeplab_compat import convert_axial_deeplab_state_dict
+from .image_transformer import AxialImageTransformer
 from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
-from .image_transformer import AxialImageTransformer
 
 __version__ = "0.2.0"
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F

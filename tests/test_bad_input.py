@@ -3,9 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-import axial_attention
 from axial_attention import (
-    AutoregressiveAxialTransformer,
     AxialAttention,
     AxialBlock,
     AxialImageTransformer,
@@ -95,108 +93,43 @@ def test_positional_forward(x, words):
         assert word in str(info.value), (word, str(info.value))
 
 
-# Degenerate sizes, for every public module. Each entry: a small instance, an input maker (batch, two axial
-# lengths), how to call it (None: module(x); a dict: keyword arguments that also return attention weights; or
-# a function of (module, x)), and what a zero-length axial axis does: "runs" (empty output of x's shape) or
-# raises a ValueError whose message matches the given pattern.
-NAMES_THE_AXIS = "length 0 on its (height|width|first axial|second axial) axis"
-def _channels_first(channels):
-    return lambda batch, size: torch.randn(batch, channels, *size)
+def _pair_of_linears():
+    return [(nn.Linear(4, 4), nn.Linear(4, 4))]
 
 
-def _channel_last(channels):
-    return lambda batch, size: torch.randn(batch, *size, channels)
+@pytest.mark.parametrize(
+    "build, error, words",
+    [
+        (lambda: AxisAttention(8, axis=0), ValueError, ["axis must be >= 1", "got 0"]),
+        (lambda: AxisAttention(8, axis=1, causal=1), TypeError, ["causal must be a bool", "int"]),
+        (lambda: AxialPositionalEmbedding(8, (4, 4), interpolate="yes"), TypeError, ["interpolate must be a bool"]),
+        (lambda: AxialImageTransformer(8, 1, reversible=1), TypeError, ["reversible must be a bool", "int (1)"]),
+        (lambda: ReversibleSequence(_pair_of_linears(), preserve_rng_state=None), TypeError,
+         ["preserve_rng_state must be a bool", "NoneType"]),
+        (lambda: PositionSensitiveAxialAttention(8, heads=2, local="no"), TypeError, ["local must be a bool", "str"]),
+        (lambda: PositionSensitiveAxialAttention(8, heads=2, axis=True), ValueError,
+         ["axis must be 'height' or 'width'", "True"]),
+        (lambda: PositionSensitiveAxialAttention(8, heads=2, axis=1), ValueError, ["axis must be", "got 1"]),
+        (lambda: AxialBlock(8, 4, span=(4,)), TypeError, ["span must be an int or a (height, width) pair", "(4,)"]),
+        (lambda: AxialBlock(8, 4, span=(4, 0)), ValueError, ["span[1] must be >= 1", "got 0"]),
+        (lambda: AxialResNet((1, 1, 1, 1), width_multiplier=0), ValueError, ["width_multiplier must be > 0", "0"]),
+        (lambda: AxialResNet((1, 1, 1, 1), width_multiplier="half"), TypeError,
+         ["width_multiplier must be a positive number", "str"]),
+        (lambda: AxialResNet((1, 1, 1)), ValueError, ["layers must list 4 block counts", "(1, 1, 1)"]),
+        (lambda: AxialResNet((1, 1, 1, 1), local=None), TypeError, ["local must be a bool"]),
+    ],
+)
+def test_shared_argument_checks_name_the_argument(build, error, words):
+    with pytest.raises(error) as info:
+        build()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
 
 
-PUBLIC_MODULES = {
-    "AxialAttention": (lambda: AxialAttention(8, heads=2, dim_index=1), _channels_first(8),
-                       dict(return_attention=True), "runs"),
-    "AxialAttention(sum_axial_out=False, causal)": (
-        lambda: AxialAttention(8, heads=2, sum_axial_out=False, causal=True), _channel_last(8),
-        dict(return_attention=True), "runs"),
-    "AxisAttention": (lambda: AxisAttention(8, axis=1, heads=2, causal=True), _channel_last(8),
-                      dict(need_weights=True), "runs"),
-    "AxialPositionalEmbedding": (lambda: AxialPositionalEmbedding(8, (4, 4)), _channels_first(8), None, "runs"),
-    "ReversibleSequence": (lambda: ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8))]), _channel_last(8),
-                           None, "runs"),
-    "AxialImageTransformer": (lambda: AxialImageTransformer(8, 1, heads=2, axial_pos_emb_shape=(4, 4)),
-                              _channels_first(8), None, NAMES_THE_AXIS),
-    "AxialImageTransformer(reversible=False)": (
-        lambda: AxialImageTransformer(8, 1, heads=2, reversible=False), _channels_first(8), None, NAMES_THE_AXIS),
-    "PositionSensitiveAxialAttention": (lambda: PositionSensitiveAxialAttention(8, heads=2, span=4),
-                                        _channels_first(8), dict(need_weights=True), NAMES_THE_AXIS),
-    "PositionSensitiveAxialAttention(local, stride)": (
-        lambda: PositionSensitiveAxialAttention(8, heads=2, span=2, axis="width", local=True, stride=2),
-        _channels_first(8), dict(need_weights=True), NAMES_THE_AXIS),
-    "AxialBlock": (lambda: AxialBlock(8, 4, heads=2, span=4), _channels_first(8), None, NAMES_THE_AXIS),
-    "AxialResNet": (lambda: AxialResNet((1, 1, 1, 1), 0.0625, 3, heads=2, image_size=4, stem="small"),
-                    _channels_first(3), None, NAMES_THE_AXIS),
-    # Integer images of a fixed image_shape: logits and log-likelihoods; other sizes are refused by shape.
-    "AutoregressiveAxialTransformer": (
-        lambda: AutoregressiveAxialTransformer((1, 4, 4), 4, dim=8, heads=2, depth=1),
-        lambda batch, size: torch.randint(0, 4, (batch, 1, *size)), lambda m, x: (m(x), m.log_prob(x)),
-        r"must have shape \(batch, channels, height, width\) = \(batch, 1, 4, 4\)"),
-}
-
-
-def test_every_public_module_is_listed():
-    """A new public module must join PUBLIC_MODULES, so the degenerate sizes below cannot be forgotten."""
-    public = {
-        name for name in axial_attention.__all__
-        if isinstance(getattr(axial_attention, name), type) and issubclass(getattr(axial_attention, name), nn.Module)
-    }
-    listed = {name.split("(")[0] for name in PUBLIC_MODULES}
-    assert public <= listed, f"public modules missing from PUBLIC_MODULES: {sorted(public - listed)}"
-
-
-def _call(module, x, call):
-    result = module(x) if call is None else module(x, **call) if isinstance(call, dict) else call(module, x)
-    return _flatten(list(result) if isinstance(result, tuple) else [result])
-
-
-def _input(make, batch, size):
-    x = make(batch, size)
-    return x.requires_grad_(True) if x.is_floating_point() else x
-
-
-def _flatten(tensors):
-    return [t for item in tensors for t in (_flatten(item) if isinstance(item, (tuple, list)) else [item])]
-
-
-@pytest.mark.parametrize("name", PUBLIC_MODULES)
-def test_empty_batch_runs_forward_and_backward(name):
-    """Batch 0 (an empty last shard): the empty result of the right shape, zero gradients, statistics untouched."""
-    factory, make, call, _ = PUBLIC_MODULES[name]
-    torch.manual_seed(0)
-    module = factory()  # training mode: batch norms would use (and update) batch statistics
-    with torch.no_grad():
-        expected = [t.shape[1:] for t in _call(module, make(2, (4, 4)), call)]
-    buffers = {k: v.clone() for k, v in module.named_buffers() if not k.endswith("num_batches_tracked")}
-    x = _input(make, 0, (4, 4))
-    outputs = _call(module, x, call)
-    assert [t.shape for t in outputs] == [(0, *shape) for shape in expected]
-    sum(t.float().sum() for t in outputs).backward()
-    assert x.grad is None if not x.is_floating_point() else x.grad.shape == x.shape
-    for param_name, p in module.named_parameters():
-        assert p.grad is not None and not p.grad.any(), param_name
-    for buffer_name, value in module.named_buffers():
-        if buffer_name in buffers:
-            torch.testing.assert_close(value, buffers[buffer_name], msg=f"{buffer_name} moved on an empty batch")
-
-
-@pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("name", PUBLIC_MODULES)
-def test_zero_length_axis_runs_or_names_the_axis(name, axis):
-    factory, make, call, behaviour = PUBLIC_MODULES[name]
-    module = factory()
-    size = [4, 4]
-    size[axis] = 0
-    x = _input(make, 2, size)
-    if behaviour != "runs":
-        with pytest.raises(ValueError, match=behaviour):
-            _call(module, x, call)
-        return
-    outputs = _call(module, x, call)
-    assert outputs[0].shape == x.shape and all(t.numel() == 0 for t in outputs)
-    sum(t.sum() for t in outputs).backward()
-    assert x.grad.shape == x.shape
+def test_errors_name_the_module_as_its_repr_does():
+    attn = AxialAttention(8, 2, heads=2, causal=(True, False))
+    with pytest.raises(ValueError) as info:
+        attn(torch.randn(2, 4, 4, 6))
+    assert "AxialAttention(dim=8, num_dimensions=2, heads=2, dim_heads=4, dim_index=3, sum_axial_out=True, " \
+           "causal=(True, False), dropout=0.0) expects 8" in str(info.value)
+    assert attn.extra_repr() in repr(attn)

@@ -41,12 +41,6 @@ def test_interpolation_is_opt_in_and_keeps_the_built_size_exact():
     torch.testing.assert_close(module(torch.zeros(1, 4, 6, 10)), torch.full((1, 4, 6, 10), 3.0))
 
 
-def test_gradients_reach_every_table():
-    module = AxialPositionalEmbedding(6, (3, 4), axial_dims=(2, 4))
-    module(torch.randn(2, 6, 3, 4)).square().sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
-
-
 def test_embedding_is_what_forward_adds():
     module = AxialPositionalEmbedding(6, (3, 4), emb_dim_index=-1, axial_dims=(2, 4))
     x = torch.randn(2, 3, 2, 6)
