@@ -16,13 +16,23 @@ PEER_VERSION = "0.6.1"
 PEER_DIR = Path(__file__).resolve().parent.parent / ".peer" / f"axial-attention-{PEER_VERSION}"
 
 
-def ensure_installed(target: Path = PEER_DIR) -> Path:
+class PeerUnavailable(RuntimeError):
+    """The peer is not installed here and pip could not install it (offline, or no package index)."""
+
+
+def ensure_installed(target: Path = PEER_DIR, timeout_s: float = 300) -> Path:
+    """Install the peer into `target` unless it is there; PeerUnavailable (with pip's reason) if that fails."""
     if not (target / "axial_attention" / "__init__.py").exists():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             f"axial-attention=={PEER_VERSION}"],
-            check=True,
-        )
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                   f"axial-attention=={PEER_VERSION}"]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.CalledProcessError as error:
+            reason = (error.stderr or error.stdout or "").strip().splitlines()[-1:] or [f"exit {error.returncode}"]
+            raise PeerUnavailable(f"pip could not install axial-attention=={PEER_VERSION}: {reason[0]}") from None
+        except subprocess.TimeoutExpired:
+            raise PeerUnavailable(f"pip did not install axial-attention=={PEER_VERSION} within {timeout_s:.0f} s "
+                                  f"(no network?)") from None
     return target
 
 

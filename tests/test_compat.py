@@ -4,12 +4,6 @@ import torch
 
 import axial_attention
 from axial_attention import AxialAttention, AxialPositionalEmbedding, convert_lucidrains_state_dict
-from benchmarks.peer import load_peer
-
-
-@pytest.fixture(scope="module")
-def peer():
-    return load_peer()
 
 
 def test_peer_is_the_real_other_package(peer):
@@ -70,3 +64,17 @@ def test_peer_readme_examples_run_unchanged():
     attn = AxialAttention(dim=512, heads=8, dim_index=1)
     pos_emb = AxialPositionalEmbedding(dim=512, shape=(20, 20))
     assert attn(pos_emb(img)).shape == (1, 512, 20, 20)
+
+
+def test_a_peer_that_cannot_be_installed_is_named_with_pips_reason(tmp_path, monkeypatch):
+    """Offline, the peer fixture turns this error into a skip with its message (tests/conftest.py)."""
+    import subprocess
+
+    from benchmarks import peer as peer_module
+
+    def pip_fails(command, **kwargs):
+        raise subprocess.CalledProcessError(1, command, stderr="ERROR: No matching distribution found\n")
+
+    monkeypatch.setattr(peer_module.subprocess, "run", pip_fails)
+    with pytest.raises(peer_module.PeerUnavailable, match="axial-attention==0.6.1: ERROR: No matching distribution"):
+        peer_module.ensure_installed(tmp_path / "peer")

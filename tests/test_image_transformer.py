@@ -8,7 +8,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from axial_attention import AxialImageTransformer, convert_lucidrains_state_dict
-from benchmarks.peer import load_peer
 
 
 def two_stream_reference(model, x):
@@ -75,11 +74,6 @@ def test_feed_forward_norm_is_0_6_1s_formula_with_exact_gradients():
     params = (x, norm.weight, norm.bias)
     assert torch.autograd.gradcheck(lambda *_: norm(x), params)
     assert torch.autograd.gradgradcheck(lambda *_: norm(x), params)
-
-
-@pytest.fixture(scope="module")
-def peer():
-    return load_peer()
 
 
 @pytest.mark.parametrize("reversible", [True, False])
