@@ -182,6 +182,7 @@ class AxialImageTransformer(nn.Module):
                 f"num_dimensions must be 1, 2 or 3 (the feed-forward is a 3^N convolution), got {num_dimensions}"
             )
         self.num_dimensions, self.reversible = num_dimensions, check_bool("reversible", reversible)
+        self.heads, self.dim_heads = heads, dim_heads  # checked by AxisAttention
         self.dim_index = normalize_dim_index("dim_index", dim_index, num_dimensions)
         self.causal = check_axis_flags("causal", causal, num_dimensions)
         self.dropout = check_probability("dropout", dropout)
@@ -207,7 +208,8 @@ class AxialImageTransformer(nn.Module):
         self.layers = ReversibleSequence(blocks) if reversible else _ResidualSequence(blocks)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, depth={self.depth}, dim_index={self.dim_index}, reversible={self.reversible}, "
+        return (f"dim={self.dim}, depth={self.depth}, heads={self.heads}, dim_heads={self.dim_heads}, "
+                f"dim_index={self.dim_index}, reversible={self.reversible}, "
                 f"axial_pos_emb_shape={self.axial_pos_emb_shape}, causal={self.causal}, dropout={self.dropout}, "
                 f"num_dimensions={self.num_dimensions}")
 
