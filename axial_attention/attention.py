@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .validation import (
+    check_axial_input,
     check_axis_flags,
     check_bool,
     check_input,
@@ -275,15 +276,7 @@ class AxialAttention(nn.Module):
                 raise ValueError("need_weights=True and return_attention=False disagree; return_attention is the "
                                  "earlier name of need_weights: pass one of them")
             need_weights = bool(return_attention)
-        check_input(
-            x,
-            name="x",
-            owner=owner(self),
-            ndim=self.num_dimensions + 2,
-            layout=f"batch, {self.num_dimensions} axial, embedding",
-            dim_index=self.dim_index,
-            dim=self.dim,
-        )
+        check_axial_input(x, self, self.num_dimensions, self.dim_index, self.dim)
         if mask is not None:
             expected = x.shape[: self.dim_index] + x.shape[self.dim_index + 1 :]
             check_mask(mask, expected, f"x of shape {tuple(x.shape)} with dim_index={self.dim_index}")

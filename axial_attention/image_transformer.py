@@ -18,10 +18,10 @@ from .attention import AxisAttention
 from .positional import AxialPositionalEmbedding
 from .reversible import CouplingBlock, ReversibleSequence
 from .validation import (
+    check_axial_input,
     check_axial_lengths,
     check_axis_flags,
     check_bool,
-    check_input,
     check_int,
     check_probability,
     check_shape,
@@ -217,15 +217,7 @@ class AxialImageTransformer(nn.Module):
         return [d for d in range(1, self.num_dimensions + 2) if d != self.dim_index]
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(
-            x,
-            name="x",
-            owner=owner(self),
-            ndim=self.num_dimensions + 2,
-            layout=f"batch, {self.num_dimensions} axial, embedding",
-            dim_index=self.dim_index,
-            dim=self.dim,
-        )
+        check_axial_input(x, self, self.num_dimensions, self.dim_index, self.dim)
         check_axial_lengths(
             x, name="x", owner=owner(self),
             axes=dict(zip(self._axial_dims(), ("first axial", "second axial", "third axial"))),

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_bool, check_input, check_int, check_shape, normalize_dim_index, owner
+from .validation import check_axial_input, check_bool, check_int, check_shape, normalize_dim_index, owner
 
 
 class AxialPositionalEmbedding(nn.Module):
@@ -108,13 +108,5 @@ class AxialPositionalEmbedding(nn.Module):
         return torch.cat(expanded, dim=self.emb_dim_index)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(
-            x,
-            name="x",
-            owner=owner(self),
-            ndim=self.num_axes + 2,
-            layout=f"batch, {self.num_axes} axial, embedding",
-            dim_index=self.emb_dim_index,
-            dim=self.dim,
-        )
+        check_axial_input(x, self, self.num_axes, self.emb_dim_index, self.dim)
         return x + self.embedding([x.shape[axis] for axis in self.axial_indices]).to(x.dtype)

@@ -125,6 +125,12 @@ def check_input(
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def check_axial_input(x: Any, module: nn.Module, num_axes: int, dim_index: int, dim: int) -> None:
+    """x of a module taking (batch, `num_axes` axial axes, embedding of size `dim` at `dim_index`)."""
+    check_input(x, name="x", owner=owner(module), ndim=num_axes + 2, layout=f"batch, {num_axes} axial, embedding",
+                dim_index=dim_index, dim=dim)
+
+
 def check_mask(mask: Any, expected_shape: Sequence[int], owner: str) -> None:
     """A padding mask: bool, the input's shape without the embedding axis, True = valid."""
     if not isinstance(mask, torch.Tensor):
