@@ -1,8 +1,13 @@
 """Obviously-correct references, written independently of the package: materialised scores,
-explicit masks, explicit permutations. Slow by design; used only by the tests."""
+explicit masks, explicit permutations. Slow by design. The tests check the package against them, and
+the benchmarks time the package against them (`python -m benchmarks.deeplab` against `naive_eq4`), so
+a speed-up is always stated against the same code the tests trust."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+EPS = 1e-5  # the eps of every batch norm in PositionSensitiveAxialAttention
 
 
 def naive_attention(q, k, v, allowed):
@@ -74,3 +79,75 @@ def reference_attention_weights(module, x, mask=None):
         lq_position = 2 + axial_order.index(axis)
         result.append(w.movedim(-2, lq_position))
     return result
+
+
+def window_mask(length: int, span: int) -> torch.Tensor:
+    """Query o sees `span` keys starting at clamp(o - (span - 1) // 2, 0, L - span); all keys if L <= span."""
+    allowed = torch.zeros(length, length, dtype=torch.bool)
+    for o in range(length):
+        if length <= span:
+            allowed[o] = True
+            continue
+        start = min(max(o - (span - 1) // 2, 0), length - span)
+        allowed[o, start : start + span] = True
+    return allowed
+
+
+def batch_norm(t: torch.Tensor, channel_dim: int, bn, training: bool, shift: float = 0.0) -> torch.Tensor:
+    """Textbook batch norm over every dim but `channel_dim` (biased variance), or the running statistics."""
+    t = t.movedim(channel_dim, -1)
+    if training:
+        flat = t.reshape(-1, t.shape[-1])
+        mean, var = flat.mean(0), flat.var(0, unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    return ((t - mean) / torch.sqrt(var + EPS) * bn.weight + bn.bias + shift).movedim(-1, channel_dim)
+
+
+def naive_eq4(layer, x: torch.Tensor):
+    """PositionSensitiveAxialAttention `layer` on x, as Axial-DeepLab's Eq. 4 reads:
+    y_o = sum_p softmax_p(BN(q_o.k_p) + BN(q_o.r^q_{p-o}) + BN(k_p.r^k_{p-o})) (v_p + r^v_{p-o}), then BN, sum.
+
+    Every score is materialised as (batch, lines, heads, o, p); relative embeddings are looked up by
+    the explicit offset p - o. Returns (output, weights (batch, lines, heads, o, p), term variances).
+    """
+    training, heads, dq, dv, m = layer.training, layer.heads, layer.dim_qk, layer.dim_v, layer.span
+    seq = x.permute(0, 3, 2, 1) if layer.axis == 2 else x.permute(0, 2, 3, 1)  # (batch, lines, L, C)
+    length = seq.shape[2]
+    qkv = batch_norm(seq @ layer.qkv.weight.flatten(1).t(), -1, layer.bn_qkv, training)
+    qkv = qkv.reshape(*qkv.shape[:3], heads, 2 * dq + dv)
+    q, k, v = qkv[..., :dq], qkv[..., dq : 2 * dq], qkv[..., 2 * dq :]
+
+    allowed = window_mask(length, m)
+    offsets = torch.arange(length)[None, :] - torch.arange(length)[:, None]  # [o, p] = p - o
+    column = (offsets + m - 1).clamp(0, 2 * m - 2)  # out-of-window pairs: any column, masked below
+    emb = layer.relative[:, column]  # (channels, o, p)
+    rq, rk, rv = emb[:dq], emb[dq : 2 * dq], emb[2 * dq :]
+
+    terms = (
+        torch.einsum("bwohc,bwphc->bwhop", q, k),
+        torch.einsum("bwohc,cop->bwhop", q, rq),
+        torch.einsum("bwphc,cop->bwhop", k, rk),
+    )
+    logits, variances = 0, []
+    for i, term in enumerate(terms):
+        gamma = layer.similarity_weight[i][:, None, None]
+        if training:
+            picked = term.movedim(2, 0)[:, :, :, allowed]  # (heads, batch, lines, allowed pairs)
+            mean = picked.reshape(heads, -1).mean(1)[:, None, None]
+            var = picked.reshape(heads, -1).var(1, unbiased=False)
+            variances.append(var)
+            var = var[:, None, None]
+        else:
+            mean, var = 0.37 * (i + 1), layer.similarity_running_var[i][:, None, None]  # any shift cancels
+        logits = logits + gamma * (term - mean) / torch.sqrt(var + EPS) + 0.5 * i
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    weights = logits.softmax(-1)
+    sv = torch.einsum("bwhop,bwphc->bwohc", weights, v)
+    sve = torch.einsum("bwhop,cop->bwohc", weights, rv)
+    stacked = torch.stack((sv, sve), dim=3).flatten(3)  # (batch, lines, L, 2 * heads * dv)
+    out = batch_norm(stacked, -1, layer.bn_output, training).unflatten(-1, (2, -1)).sum(-2)
+    out = out.permute(0, 3, 2, 1) if layer.axis == 2 else out.permute(0, 3, 1, 2)
+    if layer.stride > 1:
+        out = F.avg_pool2d(out, layer.stride, ceil_mode=True)
+    return out, weights, variances
