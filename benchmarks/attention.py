@@ -4,6 +4,7 @@
     python -m benchmarks.attention --threads 2 --isa avx2  # the same with the CPU kernels restricted to AVX2
     python -m benchmarks.attention --threads 2 --breakdown # also: where ours spends its time
     python -m benchmarks.attention --device cuda --dtype bfloat16
+    python -m benchmarks.attention --quick                 # tiny shapes, to check the script runs
 
 Time: forward without grad and forward+backward, both packages alternated in one process (median of
 --repeats). Memory: peak resident memory (CPU) or peak allocated bytes (CUDA) of a fresh process that
@@ -17,20 +18,28 @@ with AVX-512 this emulates an AVX2-only one (same cores, same caches), for both 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import time
 from collections import defaultdict
 
 import torch
 
-from benchmarks.common import PeakRSS, interleaved_medians, machine_description, markdown_table, measure_in_subprocess
+from benchmarks.common import (
+    PeakRSS,
+    benchmark_parser,
+    interleaved_medians,
+    machine_description,
+    markdown_table,
+    matmul_peak,
+    measure_in_subprocess,
+    write_results,
+)
 from benchmarks.peer import load_peer
 
 # (batch, height, width, dim), heads: the shapes the issue asks about, channel-last as 0.6.1's README latents.
 SHAPES = [((2, 128, 128, 128), 4), ((8, 32, 32, 256), 8)]
+QUICK_SHAPES = [((1, 8, 8, 16), 2)]
 
 
 ISA_ENVIRONMENT = {
@@ -43,20 +52,6 @@ def restrict_isa(isa: str) -> None:
     wanted = ISA_ENVIRONMENT[isa]
     if any(os.environ.get(key) != value for key, value in wanted.items()):
         os.execve(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]], {**os.environ, **wanted})
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """The best FLOP/s of a square matrix product: the machine's attainable rate for this dtype and threads."""
-    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for i in range(repeats + 2):
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 def layer_flops(shape, heads: int) -> dict[str, float]:
@@ -177,22 +172,23 @@ def breakdown(device: torch.device, dtype: torch.dtype, shape, heads: int, backw
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads; 1 by default because on a shared machine multi-threaded timings are "
-                             "dominated by scheduling (a stalled thread holds up every parallel region)")
+    parser = benchmark_parser(
+        __doc__, common=("threads", "repeats", "device", "dtype"), child=True,
+        repeats=dict(default=7),
+        threads=dict(default=1, help="CPU threads; 1 by default because on a shared machine multi-threaded timings "
+                                     "are dominated by scheduling (a stalled thread holds up every parallel region)"),
+    )
     parser.add_argument("--isa", choices=["native", *ISA_ENVIRONMENT], default="native",
                         help="restrict the CPU kernels to this vector ISA (see the module docstring)")
     parser.add_argument("--breakdown", action="store_true", help="also split our time by part (torch.profiler)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.isa != "native":
         restrict_isa(args.isa)
     if args.child:
         return child(json.loads(args.child))
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.quick:
+        args.repeats = 1
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
@@ -202,8 +198,8 @@ def main() -> None:
     print(f"Machine: {machine}", flush=True)
     peak = matmul_peak(device, dtype)
     print(f"{args.dtype} matmul peak (2048^3 product, best of 10): {peak / 1e9:.0f} GFLOP/s", flush=True)
-    rows, parts = [], []
-    for shape, heads in SHAPES:
+    rows, parts, results = [], [], []
+    for shape, heads in shapes:
         for backward in (False, True):
             t = timed(device, dtype, shape, heads, backward, args.repeats)
             mem = {
@@ -217,6 +213,11 @@ def main() -> None:
             rate = (3 if backward else 1) * layer_flops(shape, heads)["total"] / t["ours"]
             label = f"{tuple(shape)}, {heads} heads"
             kind = "fwd+bwd" if backward else "fwd (no grad)"
+            results.append({
+                "shape": shape, "heads": heads, "backward": backward, "seconds": t, "peak_bytes": mem,
+                "speed_up": t["0.6.1"] / t["ours"], "flop_rate": rate, "share_of_peak": rate / peak,
+                "causal_over_non_causal": t["ours causal"] / t["ours"], "memory_ratio": mem["ours"] / mem["peer"],
+            })
             rows.append([
                 label,
                 kind,
@@ -232,16 +233,22 @@ def main() -> None:
             if args.breakdown:
                 for row in breakdown(device, dtype, shape, heads, backward, t["ours"], peak):
                     parts.append([label, kind, *row])
-    print(f"\nAxialAttention vs axial-attention 0.6.1 ({args.device}, {args.dtype}; median of {args.repeats}); "
-          f"{machine}; matmul peak {peak / 1e9:.0f} GFLOP/s:\n")
-    print(markdown_table(
-        ["input (channel-last)", "pass", "ours", "0.6.1", "speed-up", "ours: FLOP rate = share of matmul peak",
-         "causal / non-causal time", "peak memory ours / 0.6.1", "memory ratio"],
-        rows,
-    ))
+    tables = [(
+        f"AxialAttention vs axial-attention 0.6.1 ({args.device}, {args.dtype}; median of {args.repeats}); "
+        f"{machine}; matmul peak {peak / 1e9:.0f} GFLOP/s:",
+        markdown_table(
+            ["input (channel-last)", "pass", "ours", "0.6.1", "speed-up", "ours: FLOP rate = share of matmul peak",
+             "causal / non-causal time", "peak memory ours / 0.6.1", "memory ratio"],
+            rows,
+        ),
+    )]
     if parts:
-        print("\nWhere our time goes (torch.profiler self time by part, scaled to the median step time):\n")
-        print(markdown_table(["input", "pass", "part", "time", "share", "FLOP rate"], parts))
+        tables.append(("Where our time goes (torch.profiler self time by part, scaled to the median step time):",
+                       markdown_table(["input", "pass", "part", "time", "share", "FLOP rate"], parts)))
+    for caption, table in tables:
+        print(f"\n{caption}\n\n{table}")
+    write_results(__spec__.name, args, f"{args.device} {args.dtype} {args.isa}",
+                  {"matmul_peak_flops": peak, "measurements": results}, tables, device, machine)
 
 
 if __name__ == "__main__":

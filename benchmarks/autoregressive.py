@@ -3,6 +3,7 @@ on images and on videos.
 
     python -m benchmarks.autoregressive            # prints the README's image tables (about 10 minutes on 2 CPU cores)
     python -m benchmarks.autoregressive --parts video-sampling video-frames video-training   # the video tables
+    python -m benchmarks.autoregressive --quick    # one reference row, one repeat, 2 digits steps: does it run
 
 1. Sampling 32x32x1 images, 256 levels, a 4-layer model (4 outer + 4 inner layers), batch 8: the
    cached path against the reference path, which recomputes a full forward pass per pixel. Every
@@ -19,12 +20,10 @@ on images and on videos.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import time
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +34,17 @@ from axial_attention.sampling import complete_cached, complete_reference
 from axial_attention.training import TrainConfig, evaluate_bits_per_dim, load_images
 from axial_attention.training.data import batch_indices
 from axial_attention.training.trainer import learning_rate
-from benchmarks.common import PeakRSS, machine_description, measure_in_subprocess
+from benchmarks.common import (
+    PeakRSS,
+    benchmark_parser,
+    machine_description,
+    measure_in_subprocess,
+    set_threads,
+    write_results,
+)
 
 WIDTH, HEADS, DEPTH = 64, 4, 4  # the axial image model: DEPTH outer + DEPTH inner layers
 VIDEO_DEPTH = 2  # the axial video model: VIDEO_DEPTH layers in each of its three levels
-THREADS = torch.get_num_threads()
 
 
 class CausalTransformer(nn.Module):
@@ -47,7 +52,7 @@ class CausalTransformer(nn.Module):
     AutoregressiveAxialTransformer's forward contract: (batch, C, *axes) -> (batch, levels, C, *axes)."""
 
     def __init__(self, image_shape: tuple[int, ...], num_levels: int, dim: int, heads: int, depth: int,
-                 num_classes: Optional[int] = None) -> None:
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.image_shape, self.heads = tuple(image_shape), heads
         length = math.prod(image_shape)
@@ -63,7 +68,7 @@ class CausalTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.to_logits = nn.Linear(dim, num_levels)
 
-    def forward(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         b = x.shape[0]
         h = self.token_emb(x.movedim(1, -1).reshape(b, -1))  # raster order, channels innermost
         h = torch.cat([self.start.expand(b, 1, -1), h[:, :-1]], dim=1) + self.pos_emb
@@ -78,13 +83,13 @@ class CausalTransformer(nn.Module):
         logits = self.to_logits(self.norm(h))  # (b, tokens, levels)
         return logits.reshape(b, *axes, c, -1).movedim(-1, 1).movedim(-1, 2)
 
-    def log_prob(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+    def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         return -F.cross_entropy(self(x, labels), x, reduction="none").flatten(1).sum(1)
 
     bits_per_dim = AutoregressiveAxialTransformer.bits_per_dim  # needs only log_prob and image_shape
 
 
-def build(kind: str, image_shape: tuple[int, ...], levels: int, num_classes: Optional[int] = None,
+def build(kind: str, image_shape: tuple[int, ...], levels: int, num_classes: int | None = None,
           dim: int = WIDTH, depth: int = DEPTH) -> nn.Module:
     """The axial model with `depth` layers per level, or the full causal transformer with as many
     layers as all its levels together (fewer attention blocks: an axial layer has one per axis it
@@ -97,7 +102,7 @@ def build(kind: str, image_shape: tuple[int, ...], levels: int, num_classes: Opt
 
 
 def train_step_child(kind: str, shape: list[int], batch: int, depth: int = DEPTH, steps: int = 2) -> dict:
-    """One process, one model: median step time and the peak memory (MiB) the steps add."""
+    """One process, one model: median step seconds and the peak memory (bytes) the steps add."""
     model = build(kind, tuple(shape), 256, depth=depth)
     x = torch.randint(0, 256, (batch, *shape), generator=torch.Generator().manual_seed(0))
     times = []
@@ -106,11 +111,11 @@ def train_step_child(kind: str, shape: list[int], batch: int, depth: int = DEPTH
             start = time.perf_counter()
             F.cross_entropy(model(x), x).backward()
             times.append(time.perf_counter() - start)
-    return {"time": statistics.median(times[1:]), "memory": peak.peak_bytes / 2**20}
+    return {"seconds": statistics.median(times[1:]), "peak_bytes": peak.peak_bytes}
 
 
-def time_sampling(model: AutoregressiveAxialTransformer, batch: int, reference_slices: Optional[int] = None
-                  ) -> tuple[float, Optional[float]]:
+def time_sampling(model: AutoregressiveAxialTransformer, batch: int, reference_slices: int | None = None
+                  ) -> tuple[float, float | None]:
     """Seconds to sample `batch` items with the caches, and (if `reference_slices`) with the reference
     path timed on that many slices of the first axis and scaled to all of them; both single-threaded
     (per-token steps are tiny), the timed slices checked equal."""
@@ -145,6 +150,9 @@ def benchmark_sampling(shape: tuple[int, ...], batch: int, depth: int, reference
         "|---|---|---|---|",
         f"| reference (full forward per pixel)* | {reference_s:.1f} | {reference_s / batch:.2f} | 1x |",
         f"| cached ({cached_name}) | {cached_s:.2f} | {cached_s / batch:.3f} | **{ratio:.0f}x** |",
+        "",
+        f"*the reference timed on {reference_slices} of {axes[0]} {'rows' if len(axes) == 2 else 'frames'} "
+        f"and scaled; cached is {ratio:.0f}x faster",
     ])
     return table, {"cached_s": cached_s, "reference_s": reference_s, "ratio": ratio}
 
@@ -160,32 +168,35 @@ def benchmark_video_frames(frame_counts: tuple[int, ...] = (2, 4, 8), batch: int
     return "\n".join(rows), times
 
 
-def benchmark_training(settings: list[tuple[tuple[int, ...], int]], depth: int, repeats: int) -> tuple[str, dict]:
+def benchmark_training(settings: list[tuple[tuple[int, ...], int]], depth: int, repeats: int,
+                       threads: int | None = None) -> tuple[str, dict]:
     """Training step of both models at each (shape, batch), every measurement in a fresh process, interleaved."""
     results: dict = {(kind, shape): [] for kind in ("axial", "full") for shape, _ in settings}
     for _ in range(repeats):
         for shape, batch in settings:
             for kind in ("axial", "full"):
-                config = {"kind": kind, "shape": list(shape), "batch": batch, "depth": depth}
-                results[(kind, shape)].append(measure_in_subprocess("benchmarks.autoregressive", config))
+                config = {"kind": kind, "shape": list(shape), "batch": batch, "depth": depth, "threads": threads}
+                results[(kind, shape)].append(measure_in_subprocess(__spec__.name, config))
     rows = ["| input, batch | model | step time (s) | peak memory (MiB) | full / axial time | full / axial memory |",
             "|---|---|---|---|---|---|"]
     ratios = {}
     for shape, batch in settings:
-        med = {kind: {key: statistics.median(r[key] for r in results[(kind, shape)]) for key in ("time", "memory")}
+        med = {kind: {key: statistics.median(r[key] for r in results[(kind, shape)])
+                      for key in ("seconds", "peak_bytes")}
                for kind in ("axial", "full")}
-        t_ratio = med["full"]["time"] / med["axial"]["time"]
-        m_ratio = med["full"]["memory"] / med["axial"]["memory"]
-        ratios[shape] = {"time": t_ratio, "memory": m_ratio, **med}
+        t_ratio = med["full"]["seconds"] / med["axial"]["seconds"]
+        m_ratio = med["full"]["peak_bytes"] / med["axial"]["peak_bytes"]
         c, *axes = shape
         size = "x".join(map(str, axes[-2:])) + f"x{c}"
+        ratios[f"{shape}, batch {batch}"] = {**med, "full_over_axial_time": t_ratio,
+                                             "full_over_axial_memory": m_ratio}
         name = size if len(axes) == 2 else f"{axes[0]} frames of {size}"
         levels = len(axes)
         for kind, model in (("axial", f"axial ({' + '.join([str(depth)] * levels)} layers)"),
                             ("full", f"full causal attention ({levels * depth} layers)")):
             ratio_cells = f"**{t_ratio:.2f}x** | {m_ratio:.2f}x" if kind == "axial" else " | "
-            rows.append(f"| {name}, {batch} | {model} | {med[kind]['time']:.2f} | "
-                        f"{med[kind]['memory']:.0f} | {ratio_cells} |")
+            rows.append(f"| {name}, {batch} | {model} | {med[kind]['seconds']:.2f} | "
+                        f"{med[kind]['peak_bytes'] / 2**20:.0f} | {ratio_cells} |")
     return "\n".join(rows), ratios
 
 
@@ -218,44 +229,52 @@ def benchmark_digits(steps: int) -> tuple[str, dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=3, help="training-step measurements per model and size")
+    p = benchmark_parser(__doc__, child=True,
+                         repeats=dict(default=3, help="training-step measurements per model and size"),
+                         threads=dict(help="CPU threads of the training steps and the digits runs (default: torch's "
+                                           "default); sampling always runs single-threaded"))
     p.add_argument("--reference-rows", type=int, default=2, help="rows of the image reference sampler to time")
     p.add_argument("--reference-frames", type=int, default=1, help="frames of the video reference sampler to time")
     p.add_argument("--digits-steps", type=int, default=400)
     parts = ("sampling", "training", "digits", "video-sampling", "video-frames", "video-training")
     p.add_argument("--parts", nargs="+", choices=parts, default=parts[:3])
-    p.add_argument("--child", help=argparse.SUPPRESS)  # JSON config of one training-step measurement
     args = p.parse_args()
     if args.child:
-        print(json.dumps(train_step_child(**json.loads(args.child))))
+        config = json.loads(args.child)
+        set_threads(config.pop("threads"))
+        print(json.dumps(train_step_child(**config)))
         return
-    print(f"{machine_description()}; width {WIDTH}, {HEADS} heads\n")
-    if "sampling" in args.parts:
-        table, s = benchmark_sampling((1, 32, 32), 8, DEPTH, args.reference_rows, "row + key/value caches")
-        print(f"Sampling ({DEPTH} outer + {DEPTH} inner layers, single thread for both paths):\n\n{table}\n")
-        print(f"*the reference timed on {args.reference_rows} of 32 rows and scaled; "
-              f"cached is {s['ratio']:.0f}x faster\n")
-    if "training" in args.parts:
-        table, _ = benchmark_training([((1, 32, 32), 8), ((1, 64, 64), 2)], DEPTH, args.repeats)
-        print(f"Training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
-    if "digits" in args.parts:
-        table, _ = benchmark_digits(args.digits_steps)
-        print(f"Digits, the same {args.digits_steps} steps for both (the main job's settings, no dropout):\n\n"
-              f"{table}\n")
+    if args.quick:
+        args.repeats, args.reference_rows, args.reference_frames, args.digits_steps = 1, 1, 1, 2
+    set_threads(args.threads)
+    machine = machine_description()
+    print(f"{machine}; width {WIDTH}, {HEADS} heads\n")
     video = f"{VIDEO_DEPTH} + {VIDEO_DEPTH} + {VIDEO_DEPTH} layers (frames, height, width levels)"
-    if "video-sampling" in args.parts:
-        table, s = benchmark_sampling((1, 4, 16, 16), 4, VIDEO_DEPTH, args.reference_frames,
-                                      "one cache per level")
-        print(f"Video sampling ({video}, single thread for both paths):\n\n{table}\n")
-        print(f"*the reference timed on {args.reference_frames} of 4 frames and scaled; "
-              f"cached is {s['ratio']:.0f}x faster\n")
-    if "video-frames" in args.parts:
-        table, _ = benchmark_video_frames()
-        print(f"Cached video sampling against clip length ({video}, single thread):\n\n{table}\n")
-    if "video-training" in args.parts:
-        table, _ = benchmark_training([((1, 8, 32, 32), 2)], VIDEO_DEPTH, args.repeats)
-        print(f"Video training step (forward + backward), median of {args.repeats} fresh processes:\n\n{table}\n")
+    for part in args.parts:
+        if part == "sampling":
+            table, results = benchmark_sampling((1, 32, 32), 8, DEPTH, args.reference_rows, "row + key/value caches")
+            caption = f"Sampling ({DEPTH} outer + {DEPTH} inner layers, single thread for both paths):"
+        elif part == "training":
+            table, results = benchmark_training([((1, 32, 32), 8), ((1, 64, 64), 2)], DEPTH, args.repeats,
+                                                args.threads)
+            caption = f"Training step (forward + backward), median of {args.repeats} fresh processes:"
+        elif part == "digits":
+            table, results = benchmark_digits(args.digits_steps)
+            caption = f"Digits, the same {args.digits_steps} steps for both (the main job's settings, no dropout):"
+        elif part == "video-sampling":
+            table, results = benchmark_sampling((1, 4, 16, 16), 4, VIDEO_DEPTH, args.reference_frames,
+                                                "one cache per level")
+            caption = f"Video sampling ({video}, single thread for both paths):"
+        elif part == "video-frames":
+            table, times = benchmark_video_frames()
+            results = {f"{frames} frames": seconds for frames, seconds in times.items()}
+            caption = f"Cached video sampling against clip length ({video}, single thread):"
+        else:  # video-training
+            table, results = benchmark_training([((1, 8, 32, 32), 2)], VIDEO_DEPTH, args.repeats, args.threads)
+            caption = f"Video training step (forward + backward), median of {args.repeats} fresh processes:"
+        print(f"{caption}\n\n{table}\n", flush=True)
+        write_results(__spec__.name, args, part, results, [(f"{machine}; width {WIDTH}, {HEADS} heads. {caption}",
+                                                             table)])
 
 
 if __name__ == "__main__":

@@ -1,20 +1,68 @@
-"""Measurement helpers shared by the benchmark scripts: interleaved timing and per-process peak memory.
+"""What the benchmark scripts share: their command-line options, interleaved timing, per-process peak
+memory, the machine's description and matmul peak, and the JSON file each writes its results to.
 
 The machines these run on are shared and noisy, so variants are timed alternately in one process and
 compared by median; memory is the peak resident set of a fresh process that runs one configuration.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
 
 import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# The options most benchmarks take, with the defaults a script gets unless it passes its own.
+SHARED_OPTIONS = {
+    "threads": dict(type=int, default=None, help="CPU threads (default: torch's default)"),
+    "repeats": dict(type=int, default=5, help="timed runs of each variant (the median is reported)"),
+    "device": dict(default="cpu", help="the device to run on (default: cpu)"),
+    "dtype": dict(default="float32", choices=("float32", "bfloat16", "float16"), help="the dtype to run in"),
+}
+
+
+def benchmark_parser(doc: str, common: Sequence[str] = ("threads", "repeats"), child: bool = False,
+                     **overrides: dict) -> argparse.ArgumentParser:
+    """The parser a benchmark script starts from; the script adds only its own options.
+
+    It offers the SHARED_OPTIONS named in `common` (a script names only those it honours), each with the
+    argparse settings in `overrides[name]` replacing the shared ones (e.g. threads=dict(default=1)), then
+    --results and --quick, and with `child` the hidden --child of measure_in_subprocess.
+    """
+    unknown = set(overrides) - set(common)
+    if unknown:
+        raise ValueError(f"overrides for options the script does not take: {sorted(unknown)}")
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in common:
+        parser.add_argument(f"--{name}", **{**SHARED_OPTIONS[name], **overrides.get(name, {})})
+    parser.add_argument("--results", type=Path, metavar="PATH",
+                        help="where to write the results as JSON (default: benchmarks/results/<script>.json, "
+                             "and nowhere for --quick, so a smoke run never replaces the real figures)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs")
+    if child:
+        parser.add_argument("--child", help=argparse.SUPPRESS)  # one configuration's JSON, in a fresh process
+    return parser
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads; None keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -43,7 +91,7 @@ class PeakRSS:
     or building the inputs does not hide the peak of the step being measured.
     """
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         self.baseline = _proc_status_bytes("VmRSS")
@@ -79,11 +127,79 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_description(device: Optional[torch.device] = None) -> str:
-    """One line naming what a measurement ran on: the same ratio differs between AVX2 and AVX-512 CPUs,
-    and between GPUs, so every benchmark prints this and every README table states it."""
-    parts = [f"CPU {cpu_model()}", f"ISA {torch.backends.cpu.get_cpu_capability()}",
-             f"{torch.get_num_threads()} threads", f"torch {torch.__version__}"]
+def machine_fields(device: torch.device | None = None) -> dict:
+    """What a measurement ran on, field by field: the same ratio differs between AVX2 and AVX-512 CPUs,
+    and between GPUs."""
+    fields = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__}
     if device is not None and torch.device(device).type == "cuda":
-        parts += [f"GPU {torch.cuda.get_device_name(device)}", f"CUDA {torch.version.cuda}"]
+        fields.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return fields
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    """machine_fields in one line: every benchmark prints it and every README table states it."""
+    fields = machine_fields(device)
+    parts = [f"CPU {fields['cpu']}", f"ISA {fields['cpu_capability']}", f"{fields['threads']} threads",
+             f"torch {fields['torch']}"]
+    if "gpu" in fields:
+        parts += [f"GPU {fields['gpu']}", f"CUDA {fields['cuda']}"]
     return ", ".join(parts)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10,
+                warmup: int = 2) -> float:
+    """The best FLOP/s of a (size x size) @ (size x size) product: the rate this machine attains for this
+    dtype and thread count, against which a layer's FLOP rate is stated."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    best = math.inf
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def write_results(module: str, args: argparse.Namespace, part: str, results: dict,
+                  tables: Sequence[tuple[str, str]], device: torch.device | None = None,
+                  machine: str | None = None) -> Path | None:
+    """Store one part of a benchmark's results, next to the README tables it printed.
+
+    The file (--results, else benchmarks/results/<script>.json; none for a --quick run without --results)
+    maps each part to {"date", "command", "machine": {"description", "cpu", "cpu_capability", "threads",
+    "torch"[, "gpu", "cuda"]}, "arguments", "results", "tables": [{"caption", "markdown"}]}; the other parts
+    already there are kept, so running one part does not erase another's. `machine` replaces the
+    description where the script qualifies it. Written to a temporary file and renamed over the old one,
+    so an interrupted run leaves the previous file whole. Returns the path written, or None.
+    """
+    path = args.results or (None if args.quick else RESULTS_DIR / f"{module.rsplit('.', 1)[-1]}.json")
+    if path is None:
+        print("Results: not written (a --quick run; --results PATH writes them)")
+        return None
+    entry = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", module, *sys.argv[1:]]),
+        "machine": {"description": machine or machine_description(device), **machine_fields(device)},
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("child", "results")},
+        "results": results,
+        "tables": [{"caption": caption, "markdown": markdown} for caption, markdown in tables],
+    }
+    path = Path(path)
+    everything = json.loads(path.read_text()) if path.exists() else {}
+    everything[part] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        try:
+            json.dump(everything, f, indent=2)
+            f.write("\n")
+        except BaseException:  # e.g. a value JSON cannot hold: leave no half-written temporary file behind
+            os.unlink(f.name)
+            raise
+    os.replace(f.name, path)
+    print(f"Results: {path}")
+    return path

@@ -2,6 +2,7 @@
 
     python -m benchmarks.train_step                          # the README's table: 32x32x3, batch 8, vs 9345f34
     python -m benchmarks.train_step --device cuda --dtype bfloat16 --side 64
+    python -m benchmarks.train_step --quick                  # 8x8, batch 2: to check the script runs
 
 The model is the issue's `AutoregressiveAxialTransformer((3, 32, 32), 256, dim=64, heads=4, depth=2,
 dropout=0.3)` in training mode; a step is what each version's trainer does: loss, backward, gradient
@@ -13,7 +14,6 @@ best rate of a large matrix product.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
 import math
@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
@@ -31,7 +30,15 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from axial_attention import AutoregressiveAxialTransformer
-from benchmarks.common import interleaved_medians, machine_description, markdown_table
+from benchmarks.common import (
+    benchmark_parser,
+    interleaved_medians,
+    machine_description,
+    markdown_table,
+    matmul_peak,
+    set_threads,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "9345f34"
@@ -93,34 +100,19 @@ def step_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(device: torch.device, dtype, size: int = 2048, repeats: int = 5) -> float:
-    """The best FLOP/s of a (size x size) @ (size x size) product in the run's compute dtype."""
-    a = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
-    b = torch.randn(size, size, device=device, dtype=dtype or torch.float32)
-    best = math.inf
-    for _ in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(
+        __doc__, common=("threads", "repeats", "device", "dtype"),
+        repeats=dict(default=7, help="timed steps per version (median)"),
+        dtype=dict(choices=tuple(DTYPES), help="autocast dtype (float32: no autocast)"),
+    )
     p.add_argument("--baseline", default=BASELINE, help=f"git commit to compare with (default: {BASELINE})")
     p.add_argument("--side", type=int, default=32, help="image height and width (default: 32)")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=7, help="timed steps per version (median)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="autocast dtype")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.side, args.batch, args.repeats = 8, 2, 1
+    set_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     shape = (3, args.side, args.side)
     model_args = dict(dim=64, heads=4, depth=2, dropout=0.3)
@@ -140,20 +132,26 @@ def main() -> None:
         }
         flops = {name: step_flops(step) for name, step in steps.items()}
         times = interleaved_medians(steps, repeats=args.repeats, warmup=1)
-        peak = matmul_peak(device, dtype)
+        peak = matmul_peak(device, dtype or torch.float32, repeats=5, warmup=1)
 
-    print(f"{machine_description(device)}")
-    print(f"Training step, AutoregressiveAxialTransformer({shape}, 256, dim=64, heads=4, depth=2, dropout=0.3), "
-          f"batch {args.batch}, {args.dtype}, median of {args.repeats} alternated steps; "
-          f"matmul peak {peak / 1e9:.0f} GFLOP/s ({args.dtype}, 2048^3, same run)\n")
+    machine = machine_description(device)
+    caption = (f"Training step, AutoregressiveAxialTransformer({shape}, 256, dim=64, heads=4, depth=2, dropout=0.3), "
+               f"batch {args.batch}, {args.dtype}, median of {args.repeats} alternated steps; "
+               f"matmul peak {peak / 1e9:.0f} GFLOP/s ({args.dtype}, 2048^3, same run)")
+    print(f"{machine}\n{caption}\n")
     base = times[f"package at {args.baseline}"]
-    rows = []
+    rows, results = [], {"matmul_peak_flops": peak}
     for name, seconds in times.items():
         rate = flops[name] / seconds
+        results[name] = {"seconds": seconds, "speed_up": base / seconds, "images_per_s": args.batch / seconds,
+                         "flops": flops[name], "flop_rate": rate, "share_of_peak": rate / peak}
         rows.append([name, f"{seconds * 1e3:.0f}", f"{base / seconds:.2f}x", f"{args.batch / seconds:.1f}",
                      f"{flops[name] / 1e9:.1f}", f"{rate / 1e9:.0f}", f"{rate / peak:.0%}"])
-    print(markdown_table(["version", "step (ms)", "speed-up", "images/s", "GFLOP per step", "GFLOP/s",
-                          "share of matmul peak"], rows))
+    table = markdown_table(["version", "step (ms)", "speed-up", "images/s", "GFLOP per step", "GFLOP/s",
+                            "share of matmul peak"], rows)
+    print(table)
+    write_results(__spec__.name, args, f"{args.device} {args.dtype}", results, [(f"{machine}; {caption}", table)],
+                  device)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m benchmarks.transformer                  # dim 64, 48x48, batch 4, depth 1/4/12: the README table
     python -m benchmarks.transformer --depths 1 4 --repeats 3
+    python -m benchmarks.transformer --quick          # depth 1, one timed step: to check the script runs
 
 Memory: each (package, reversible, depth) runs in a fresh process that takes two forward+backward
 steps and reports the peak resident memory of each above the RSS just before it:
@@ -16,7 +17,6 @@ The input has requires_grad=True for both packages: 0.6.1's reversible transform
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -24,7 +24,16 @@ import os
 
 import torch
 
-from benchmarks.common import PeakRSS, interleaved_medians, machine_description, markdown_table, measure_in_subprocess
+from benchmarks.common import (
+    PeakRSS,
+    benchmark_parser,
+    interleaved_medians,
+    machine_description,
+    markdown_table,
+    measure_in_subprocess,
+    set_threads,
+    write_results,
+)
 from benchmarks.peer import load_peer
 
 DIM, SIZE, BATCH = 64, 48, 4
@@ -87,17 +96,19 @@ def mmap_large_allocations():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__, child=True)
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 4, 12])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         config = json.loads(args.child)
+        set_threads(config["threads"])
         result = memory_child(config) if config["mode"] == "memory" else time_child(config)
         print(json.dumps(result))
         return
+    if args.quick:
+        args.depths, args.repeats = [1], 1
 
+    set_threads(args.threads)  # here for the machine line; each measuring process sets it again
     machine = machine_description()
     print(f"Machine: {machine}", flush=True)
     mib = 2.0**20
@@ -107,11 +118,11 @@ def main() -> None:
             memory = {}
             with mmap_large_allocations():
                 for package in ("ours", "peer"):
-                    config = dict(mode="memory", package=package, depth=depth, reversible=reversible)
+                    config = dict(mode="memory", package=package, depth=depth, reversible=reversible,
+                                  threads=args.threads)
                     memory[package] = measure_in_subprocess(MODULE, config)
-            times = measure_in_subprocess(
-                MODULE, dict(mode="time", depth=depth, reversible=reversible, repeats=args.repeats)
-            )
+            config = dict(mode="time", depth=depth, reversible=reversible, repeats=args.repeats, threads=args.threads)
+            times = measure_in_subprocess(MODULE, config)
             results[depth, reversible] = memory, times
             ours, peer = memory["ours"], memory["peer"]
             print(
@@ -121,9 +132,11 @@ def main() -> None:
                 flush=True,
             )
 
-    rows = []
+    rows, measured = [], []
     for (depth, reversible), (memory, times) in results.items():
         ours, peer = memory["ours"], memory["peer"]
+        measured.append({"depth": depth, "reversible": reversible, "peak_bytes": memory, "seconds": times,
+                         "steady_ratio": ours["steady"] / peer["steady"], "time_ratio": times["ours"] / times["peer"]})
         rows.append(
             [
                 str(depth),
@@ -139,22 +152,31 @@ def main() -> None:
             ]
         )
     print()
+    summary = {}
     lo, hi = min(args.depths), max(args.depths)
     if (lo, True) in results and (hi, True) in results and lo != hi:
         top, bottom = results[hi, True][0], results[lo, True][0]
-        ours_growth = top["ours"]["steady"] / bottom["ours"]["steady"]
-        peer_growth = top["peer"]["steady"] / bottom["peer"]["steady"]
-        print(f"reversible, steady peak depth {hi} / depth {lo}: ours {ours_growth:.2f}x, 0.6.1 {peer_growth:.2f}x")
-        print(f"reversible depth {hi} steady peak, ours / 0.6.1: {top['ours']['steady'] / top['peer']['steady']:.2f}")
-        print(f"reversible depth {hi} first-step peak, ours / 0.6.1: {top['ours']['first'] / top['peer']['first']:.2f}")
+        summary = {
+            "reversible_steady_growth": {package: top[package]["steady"] / bottom[package]["steady"]
+                                         for package in ("ours", "peer")},
+            "reversible_deepest_steady_ratio": top["ours"]["steady"] / top["peer"]["steady"],
+            "reversible_deepest_first_ratio": top["ours"]["first"] / top["peer"]["first"],
+        }
+        growth = summary["reversible_steady_growth"]
+        print(f"reversible, steady peak depth {hi} / depth {lo}: ours {growth['ours']:.2f}x, "
+              f"0.6.1 {growth['peer']:.2f}x")
+        print(f"reversible depth {hi} steady peak, ours / 0.6.1: {summary['reversible_deepest_steady_ratio']:.2f}")
+        print(f"reversible depth {hi} first-step peak, ours / 0.6.1: {summary['reversible_deepest_first_ratio']:.2f}")
     print()
-    print(f"Training step, dim {DIM}, {SIZE}x{SIZE}, batch {BATCH}, float32; {machine}; "
-          f"time median of {args.repeats}:\n")
+    caption = (f"Training step, dim {DIM}, {SIZE}x{SIZE}, batch {BATCH}, float32; {machine}; "
+               f"time median of {args.repeats}:")
     header = [
         "depth", "reversible", "steady peak MiB, ours", "0.6.1", "ratio",
         "first-step peak MiB, ours", "0.6.1", "time s, ours", "0.6.1", "ratio",
     ]
-    print(markdown_table(header, rows))
+    table = markdown_table(header, rows)
+    print(f"{caption}\n\n{table}")
+    write_results(MODULE, args, "training step", {"measurements": measured, **summary}, [(caption, table)])
 
 
 if __name__ == "__main__":
