@@ -3,9 +3,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import reference_attention_weights, reference_axial_attention
 
 from axial_attention import AxialAttention
-from reference import reference_attention_weights, reference_axial_attention
 
 
 @st.composite
