@@ -7,18 +7,20 @@ the only data movement is the one SDPA does itself; `scaled_dot_product_attentio
 fused kernel (flash on CPU and CUDA, memory-efficient, or math).
 
 Axes, one convention for the package. An axis is a dim of the tensor it applies to, counted as
-torch counts them, with the batch at 0 (never an axial axis) and negative numbers from the end:
-- the modules users call take the embedding's dim of *their* tensor: AxialAttention and
-  AxialImageTransformer `dim_index` (1 for (batch, dim, H, W), -1 for channel-last), and
+torch counts them, with the batch at 0 (never an axial axis):
+- the modules users call take the embedding's dim of *their* tensor, negative numbers counting from
+  the end: AxialAttention and AxialImageTransformer `dim_index` (1 for (batch, dim, H, W), -1 for
+  channel-last), and
   AxialPositionalEmbedding `emb_dim_index` (a second name only because 0.6.1 chose it: its users'
   code and checkpoints keep working). The axial axes are the other dims, in order, and every
   per-axis argument or result (`causal`, `mask`, the tuple of weights) follows that order;
-- the building blocks work channel-last, (batch, *axial, dim), and take the axial axis itself:
+- the building blocks work channel-last, (batch, *axial, dim), and take the axial axis itself, from 1:
   `attend_along_axis(axis=1)` and `AxisAttention(axis=1)` attend along the first axial axis;
 - PositionSensitiveAxialAttention works on NCHW maps and takes axis "height" (dim 2) or "width" (3).
 
-Attention weights, one name and one layout: every public class returns them when asked with
-`need_weights=True`, as (batch, heads, *axial, L): for each query position (the input's axial
+Attention weights, one name and one layout: attend_along_axis, AxisAttention, AxialAttention and
+PositionSensitiveAxialAttention return them when asked with `need_weights=True`, as
+(batch, heads, *axial, L): for each query position (the input's axial
 positions, in its order) and head, the distribution over the L keys along the attended axis.
 AxialAttention returns a tuple of them, one per axial axis (L that axis' length);
 `return_attention=True` is kept as AxialAttention's earlier name for the same request.
@@ -36,12 +38,12 @@ from .validation import (
     check_axial_input,
     check_axis_flags,
     check_bool,
+    check_divisible,
     check_input,
     check_int,
     check_mask,
     check_probability,
     normalize_dim_index,
-    owner,
 )
 
 
@@ -155,11 +157,8 @@ class AxisAttention(nn.Module):
         check_int("axis", axis)
         check_int("heads", heads)
         if dim_heads is None:
-            if dim % heads != 0:
-                raise ValueError(
-                    f"dim ({dim}) must be divisible by heads ({heads}) when dim_heads is not given; "
-                    f"pass dim_heads to choose the per-head width"
-                )
+            check_divisible("dim", dim, "heads", heads, " when dim_heads is not given; pass dim_heads to choose the "
+                            "per-head width")
             dim_heads = dim // heads
         check_int("dim_heads", dim_heads)
         self.dim, self.axis, self.heads, self.dim_heads = dim, axis, heads, dim_heads
@@ -193,7 +192,7 @@ class AxisAttention(nn.Module):
         over instead of x's own; `mask` then masks those keys. With need_weights also returns
         (batch, heads, *axial, L) attention weights."""
         check_input(
-            x, name="x", owner=owner(self), ndim=self.axis + 2, or_more=True,
+            x, name="x", owner=self, ndim=self.axis + 2, or_more=True,
             layout=f"channel-last: batch, *axial with at least {self.axis}, {self.dim}", dim_index=-1, dim=self.dim,
         )
         return self._project_out(self._attend(x, mask, kv=kv, need_weights=need_weights))
@@ -253,7 +252,7 @@ class AxialAttention(nn.Module):
         self.dim, self.num_dimensions = check_int("dim", dim), num_dimensions
         self.dim_index = normalize_dim_index("dim_index", dim_index, num_dimensions)
         self.causal = check_axis_flags("causal", causal, num_dimensions)
-        self.sum_axial_out = bool(sum_axial_out)
+        self.sum_axial_out = bool(sum_axial_out)  # any truthy value, as 0.6.1 (which only tests it with `if`)
         self.dropout = check_probability("dropout", dropout)
         # In the channel-last working layout the axial axes are dims 1..num_dimensions, in x's order.
         self.axial_attentions = nn.ModuleList(

@@ -44,7 +44,6 @@ from .validation import (
     check_positive_number,
     check_probability,
     check_shape,
-    owner,
 )
 
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("frames", "height", "width")}
@@ -180,7 +179,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     def _check(self, x: Optional[Tensor], labels: Optional[Tensor], batch: Optional[int] = None) -> None:
         if x is not None:
             layout = ", ".join(("channels", *self.axis_names))
-            check_levels(x, "x", self.image_shape, layout, self.num_levels, owner(self))
+            check_levels(x, "x", self.image_shape, layout, self.num_levels, self)
             batch = x.shape[0]
         if self.num_classes is None:
             if labels is not None:
@@ -191,7 +190,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
             raise ValueError(f"labels are required: the model was built with num_classes={self.num_classes}")
         if isinstance(labels, torch.Tensor) and (labels.ndim != 1 or labels.shape[0] != batch):
             raise ValueError(f"labels must have one label per image, shape ({batch},), got {tuple(labels.shape)}")
-        check_levels(labels, "labels", (), "", self.num_classes, f"num_classes={self.num_classes}")
+        check_levels(labels, "labels", (), "", self.num_classes, self)
 
     # -- the decoder levels --------------------------------------------------------------------
     def level_layers(self, k: int, u: Tensor, caches: Optional[list] = None, index: int = 0) -> Tensor:

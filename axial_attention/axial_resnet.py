@@ -14,12 +14,12 @@ from .deeplab import PositionSensitiveAxialAttention
 from .validation import (
     check_axial_lengths,
     check_bool,
+    check_choice,
     check_input,
     check_int,
     check_pair,
     check_positive_number,
     check_shape,
-    owner,
 )
 
 Size = Union[int, tuple[int, int]]
@@ -82,11 +82,11 @@ class AxialBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(
-            x, name="x", owner=owner(self), ndim=4, layout="batch, channels, height, width", dim_index=1,
+            x, name="x", owner=self, ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.inplanes,
         )
         check_axial_lengths(
-            x, name="x", owner=owner(self), axes=_SPATIAL, reason="its shortcut and projections are convolutions"
+            x, name="x", owner=self, axes=_SPATIAL, reason="its shortcut and projections are convolutions"
         )
         out = self.relu(self.bn1(self.conv_down(x)))
         out = self.relu(self.width_block(self.height_block(out)))
@@ -130,6 +130,7 @@ class AxialResNet(nn.Module):
         check_int("num_classes", num_classes)
         size = check_pair("image_size", image_size)
         check_bool("local", local)
+        check_choice("stem", stem, ("imagenet", "small"))
         self.layers, self.width_multiplier, self.num_classes = tuple(layers), width_multiplier, num_classes
         self.heads, self.image_size, self.local, self.stem_kind = heads, size, local, stem
         inplanes = int(64 * width_multiplier)
@@ -141,14 +142,12 @@ class AxialResNet(nn.Module):
                 nn.MaxPool2d(3, stride=2, padding=1),
             )
             size = _halve(_halve(size))
-        elif stem == "small":
+        else:  # "small"
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, inplanes, 3, padding=1, bias=False),
                 nn.BatchNorm2d(inplanes),
                 nn.ReLU(inplace=True),
             )
-        else:
-            raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
 
         stages = []
         for i, blocks in enumerate(layers):
@@ -183,10 +182,10 @@ class AxialResNet(nn.Module):
         """(batch, in_channels, H, W) -> the last stage's map (batch, channels, ~H / 32, ~W / 32);
         ~H / 8 with the small stem."""
         check_input(
-            x, name="x", owner=owner(self), ndim=4, layout="batch, channels, height, width", dim_index=1,
+            x, name="x", owner=self, ndim=4, layout="batch, channels, height, width", dim_index=1,
             dim=self.in_channels,
         )
-        check_axial_lengths(x, name="x", owner=owner(self), axes=_SPATIAL, reason="its stem is a convolution")
+        check_axial_lengths(x, name="x", owner=self, axes=_SPATIAL, reason="its stem is a convolution")
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_axial_lengths, check_bool, check_input, check_int, owner, spatial_axis
+from .validation import check_axial_lengths, check_bool, check_divisible, check_input, check_int, describe, spatial_axis
 
 
 def skew(rel: Tensor) -> Tensor:
@@ -95,8 +95,7 @@ class PositionSensitiveAxialAttention(nn.Module):
         check_int("out_channels", out_channels)
         check_int("heads", heads)
         self.span, self.stride = check_int("span", span), check_int("stride", stride)
-        if out_channels % heads != 0:
-            raise ValueError(f"out_channels ({out_channels}) must be divisible by heads ({heads})")
+        check_divisible("out_channels", out_channels, "heads", heads)
         dim_v = out_channels // heads
         if dim_v % 2 != 0:
             raise ValueError(
@@ -186,17 +185,17 @@ class PositionSensitiveAxialAttention(nn.Module):
 
     def forward(self, x: Tensor, need_weights: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
         check_input(
-            x, name="x", owner=owner(self), ndim=4, layout="batch, channels, height, width",
+            x, name="x", owner=self, ndim=4, layout="batch, channels, height, width",
             dim_index=1, dim=self.in_channels,
         )
         check_axial_lengths(
-            x, name="x", owner=owner(self), axes={2: "height", 3: "width"},
+            x, name="x", owner=self, axes={2: "height", 3: "width"},
             reason="its projection is a convolution",
         )
         length, heads = x.shape[self.axis], self.heads
         if not self.local and length > self.span:
             raise ValueError(
-                f"x has {self.axis_name} {length}, but {owner(self)} attends globally over at most "
+                f"x has {self.axis_name} {length}, but {describe(self)} attends globally over at most "
                 f"span={self.span} positions; build it with span >= {length}, or with local=True to attend "
                 f"within windows of {self.span}"
             )

@@ -22,11 +22,11 @@ from .validation import (
     check_axial_lengths,
     check_axis_flags,
     check_bool,
+    check_choice,
     check_int,
     check_probability,
     check_shape,
     normalize_dim_index,
-    owner,
 )
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -177,10 +177,7 @@ class AxialImageTransformer(nn.Module):
         super().__init__()
         self.dim, self.depth = check_int("dim", dim), check_int("depth", depth)
         check_int("num_dimensions", num_dimensions)
-        if num_dimensions not in _CONVS:
-            raise ValueError(
-                f"num_dimensions must be 1, 2 or 3 (the feed-forward is a 3^N convolution), got {num_dimensions}"
-            )
+        check_choice("num_dimensions", num_dimensions, tuple(_CONVS))  # the feed-forward is a 3^N convolution
         self.num_dimensions, self.reversible = num_dimensions, check_bool("reversible", reversible)
         self.heads, self.dim_heads = heads, dim_heads  # checked by AxisAttention
         self.dim_index = normalize_dim_index("dim_index", dim_index, num_dimensions)
@@ -219,7 +216,7 @@ class AxialImageTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_axial_input(x, self, self.num_dimensions, self.dim_index, self.dim)
         check_axial_lengths(
-            x, name="x", owner=owner(self),
+            x, name="x", owner=self,
             axes=dict(zip(self._axial_dims(), ("first axial", "second axial", "third axial"))),
             reason="its feed-forwards are 3^N convolutions",
         )

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .validation import check_axial_input, check_bool, check_int, check_shape, normalize_dim_index, owner
+from .validation import check_axial_input, check_bool, check_int, check_shape, describe, normalize_dim_index
 
 
 class AxialPositionalEmbedding(nn.Module):
@@ -43,13 +43,8 @@ class AxialPositionalEmbedding(nn.Module):
         if axial_dims is None:
             widths = (dim,) * self.num_axes
         else:
-            if len(axial_dims) != self.num_axes:
-                raise ValueError(
-                    f"axial_dims must have one width per axis of shape {self.shape} ({self.num_axes}), "
-                    f"got {tuple(axial_dims)}"
-                )
-            for i, width in enumerate(axial_dims):
-                check_int(f"axial_dims[{i}]", width)
+            axial_dims = check_shape("axial_dims", axial_dims, self.num_axes,
+                                     what=f"widths, one width per axis of shape={self.shape}")
             if sum(axial_dims) != dim:
                 raise ValueError(
                     f"axial_dims must sum to dim ({dim}), got {tuple(axial_dims)} summing to {sum(axial_dims)}"
@@ -79,7 +74,7 @@ class AxialPositionalEmbedding(nn.Module):
             return param.narrow(axis, 0, length)
         if not self.interpolate:
             raise ValueError(
-                f"x has length {length} on axial dim {axis} but {owner(self)} was built for at most "
+                f"x has length {length} on axial dim {axis} but {describe(self)} was built for at most "
                 f"{built}; pass interpolate=True to resample the embedding"
             )
         table = param.movedim(axis, -1).reshape(1, -1, built)  # (1, width, built)

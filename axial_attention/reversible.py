@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .validation import check_bool, owner
+from .validation import check_bool, describe
 
 
 class CouplingBlock(nn.Module):
@@ -225,7 +225,7 @@ class ReversibleSequence(nn.Module):
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape for {owner(self)}, got {tuple(x1.shape)} and "
+            raise ValueError(f"x1 and x2 must have the same shape for {describe(self)}, got {tuple(x1.shape)} and "
                              f"{tuple(x2.shape)}")
         kw_names = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
         kw_values = [kwargs[k] for k in kw_names]

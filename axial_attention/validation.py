@@ -1,20 +1,38 @@
-"""Argument checks shared by the public classes: every check of a user's argument lives here.
+"""Argument checks for the public classes: every check that more than one of them makes, and every
+check of a forward input, lives here; what only one class asks of its arguments stays beside them.
 
 Every message names the argument, what was expected and what came, so a user's mistake never
 surfaces as a shape error deep inside torch. Messages about a module's input name the module as
-`owner(module)` does: its class and its `extra_repr`, the way `print(model)` shows it.
+`describe(module)` does: its class and its `extra_repr`, the way `print(model)` shows it. The checks
+take the module itself as `owner` and describe it only when they raise, so a forward that passes
+builds no string.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+Owner = Union[nn.Module, str]  # the module whose input is checked (or, for a plain function, a description)
 
-def owner(module: nn.Module) -> str:
+
+def describe(owner: Owner) -> str:
     """How error messages name a module: `AxialAttention(dim=8, num_dimensions=2, ...)`, as print(module) does."""
-    return f"{type(module).__name__}({module.extra_repr()})"
+    return owner if isinstance(owner, str) else f"{type(owner).__name__}({owner.extra_repr()})"
+
+
+def check_divisible(name: str, value: int, by_name: str, by: int, hint: str = "") -> None:
+    """`value` (the argument `name`) is a multiple of `by` (the argument `by_name`)."""
+    if value % by != 0:
+        raise ValueError(f"{name} ({value}) must be divisible by {by_name} ({by}){hint}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """One of `choices`, e.g. `stem="imagenet"`."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -108,17 +126,19 @@ def spatial_axis(name: str, value: Any) -> int:
 
 
 def check_input(
-    x: Any, *, name: str, owner: str, ndim: int, layout: str, dim_index: int, dim: int, or_more: bool = False
+    x: Any, *, name: str, owner: Owner, ndim: int, layout: str, dim_index: int, dim: int, or_more: bool = False
 ) -> None:
     """Check a forward input's type, rank (exactly `ndim`, or at least with `or_more`) and embedding size."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < ndim or (x.ndim > ndim and not or_more):
         expected = f"at least {ndim}" if or_more else f"{ndim}"
-        raise ValueError(f"{name} has {x.ndim} dims; {owner} expects {expected} ({layout}), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} has {x.ndim} dims; {describe(owner)} expects {expected} ({layout}), "
+                         f"got shape {tuple(x.shape)}")
     if x.shape[dim_index] != dim:
         raise ValueError(
-            f"{name} has size {x.shape[dim_index]} on its embedding axis (dim {dim_index}); {owner} expects {dim}"
+            f"{name} has size {x.shape[dim_index]} on its embedding axis (dim {dim_index}); {describe(owner)} "
+            f"expects {dim}"
             f" (input shape {tuple(x.shape)})"
         )
     if not x.is_floating_point():
@@ -127,11 +147,11 @@ def check_input(
 
 def check_axial_input(x: Any, module: nn.Module, num_axes: int, dim_index: int, dim: int) -> None:
     """x of a module taking (batch, `num_axes` axial axes, embedding of size `dim` at `dim_index`)."""
-    check_input(x, name="x", owner=owner(module), ndim=num_axes + 2, layout=f"batch, {num_axes} axial, embedding",
+    check_input(x, name="x", owner=module, ndim=num_axes + 2, layout=f"batch, {num_axes} axial, embedding",
                 dim_index=dim_index, dim=dim)
 
 
-def check_mask(mask: Any, expected_shape: Sequence[int], owner: str) -> None:
+def check_mask(mask: Any, expected_shape: Sequence[int], input_description: str) -> None:
     """A padding mask: bool, the input's shape without the embedding axis, True = valid."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a bool torch.Tensor, got {type(mask).__name__}")
@@ -139,12 +159,14 @@ def check_mask(mask: Any, expected_shape: Sequence[int], owner: str) -> None:
         raise TypeError(f"mask must have dtype torch.bool (True = valid), got {mask.dtype}")
     if tuple(mask.shape) != tuple(expected_shape):
         raise ValueError(
-            f"mask must have the input's shape without the embedding axis, {tuple(expected_shape)}, for {owner}; "
-            f"got {tuple(mask.shape)}"
+            f"mask must have the input's shape without the embedding axis, {tuple(expected_shape)}, for "
+            f"{input_description}; got {tuple(mask.shape)}"
         )
 
 
-def check_axial_lengths(x: torch.Tensor, *, name: str, owner: str, axes: dict[int, str], reason: str) -> None:
+def check_axial_lengths(
+    x: torch.Tensor, *, name: str, owner: Owner, axes: dict[int, str], reason: str
+) -> None:
     """Every listed axis of x has length >= 1 (`axes` maps a dim of x to its name, e.g. {2: "height"}).
 
     For modules with convolutions or pooling, which cannot take a zero-length axis; an empty batch is fine.
@@ -152,12 +174,14 @@ def check_axial_lengths(x: torch.Tensor, *, name: str, owner: str, axes: dict[in
     for axis, label in axes.items():
         if x.shape[axis] == 0:
             raise ValueError(
-                f"{name} has length 0 on its {label} axis (dim {axis}) for {owner}, which needs every axial length "
-                f">= 1 ({reason}); got shape {tuple(x.shape)}"
+                f"{name} has length 0 on its {label} axis (dim {axis}) for {describe(owner)}, which needs every "
+                f"axial length >= 1 ({reason}); got shape {tuple(x.shape)}"
             )
 
 
-def check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_levels: int, owner: str) -> None:
+def check_levels(
+    x: Any, name: str, shape: tuple[int, ...], layout: str, num_levels: int, owner: Owner
+) -> None:
     """An integer tensor of the given shape (after the batch axis) with values in [0, num_levels)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(x).__name__}")
@@ -165,12 +189,13 @@ def check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_lev
         raise TypeError(f"{name} must have an integer dtype (e.g. torch.long), got {x.dtype}")
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise ValueError(f"{name} must have shape (batch, {layout}) = (batch, {', '.join(map(str, shape))}) "
-                         f"for {owner}, got {tuple(x.shape)}")
+                         f"for {describe(owner)}, got {tuple(x.shape)}")
     if x.numel():
         low, high = torch.aminmax(x)  # one pass, and one device sync for both bounds
         low, high = int(low), int(high)
         if low < 0 or high >= num_levels:
-            raise ValueError(f"{name} values must be in [0, {num_levels}) for {owner}, got values in [{low}, {high}]")
+            raise ValueError(f"{name} values must be in [0, {num_levels}) for {describe(owner)}, "
+                             f"got values in [{low}, {high}]")
 
 
 def check_generator(generator: Any, device: torch.device) -> Optional[torch.Generator]:
