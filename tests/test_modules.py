@@ -9,6 +9,8 @@ causality, caches) stay in the module's own test file.
 """
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -44,7 +46,7 @@ def channel_last(channels: int) -> Callable[[int, tuple[int, int]], torch.Tensor
 def with_mask(module: nn.Module, x: torch.Tensor):
     """AxialAttention with a fixed padding mask of x's shape without the embedding axis, and its weights."""
     shape = x.shape[:module.dim_index] + x.shape[module.dim_index + 1:]
-    mask = torch.rand(shape, generator=torch.Generator().manual_seed(0)) > 0.3
+    mask = torch.arange(math.prod(shape)).reshape(shape) % 3 != 1  # fixed, and made inside torch.compile too
     return module(x, mask, need_weights=True)
 
 
@@ -55,8 +57,11 @@ class Case:
     shapes: list[tuple[int, ...]]  # every output's shape for a batch of 2 at SIZE, in call order
     call: Union[None, dict, Callable] = None  # None: module(x); a dict: keyword arguments; or f(module, x)
     zero_length_axis: str = "runs"  # "runs" (empty outputs) or the pattern of the ValueError it raises
-    fullgraph: bool = True  # torch.compile without a graph break
+    fullgraph: bool = True  # torch.compile without a graph break (in eval; in training see fullgraph_training)
     size: tuple[int, int] = SIZE
+    # The reversible backward is an autograd.Function that captures the RNG state: a graph break in training.
+    fullgraph_training: Optional[bool] = None  # None: as fullgraph
+    compile_training: bool = True  # False where another case compiles the same training path, at less cost
 
 
 WEIGHTS = [(2, 2, 4, 4, 4)] * 2  # (batch, heads, *axial, L) for each of the two axes
@@ -73,10 +78,11 @@ CASES = {
     "AxialPositionalEmbedding": Case(lambda: AxialPositionalEmbedding(8, SIZE), channels_first(8), [(2, 8, 4, 4)]),
     "AxialPositionalEmbedding(axial_dims)": Case(lambda: AxialPositionalEmbedding(8, SIZE, -1, axial_dims=(3, 5)),
                                                  channel_last(8), [(2, 4, 4, 8)]),
-    "ReversibleSequence": Case(lambda: ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8))] * 2),
-                               channel_last(8), [(2, 4, 4, 8)]),
+    "ReversibleSequence": Case(lambda: ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8)) for _ in range(2)]),
+                               channel_last(8), [(2, 4, 4, 8)], fullgraph_training=False),
     "AxialImageTransformer": Case(lambda: AxialImageTransformer(8, 2, heads=2, axial_pos_emb_shape=SIZE),
-                                  channels_first(8), [(2, 8, 4, 4)], zero_length_axis=NAMES_THE_AXIS),
+                                  channels_first(8), [(2, 8, 4, 4)], zero_length_axis=NAMES_THE_AXIS,
+                                  fullgraph_training=False),
     "AxialImageTransformer(reversible=False, causal)": Case(
         lambda: AxialImageTransformer(8, 1, heads=2, reversible=False, causal=True), channels_first(8),
         [(2, 8, 4, 4)], zero_length_axis=NAMES_THE_AXIS),
@@ -92,7 +98,8 @@ CASES = {
     # 8 x 8: the last stage then attends over 2 x 2 (at 1 x 1 its queries and keys could not matter).
     "AxialResNet": Case(lambda: AxialResNet((1, 1, 1, 1), 0.0625, 3, heads=2, image_size=8, stem="small",
                                             zero_init_residual=False),
-                        channels_first(3), [(2, 3)], zero_length_axis=NAMES_THE_AXIS, size=(8, 8)),
+                        channels_first(3), [(2, 3)], zero_length_axis=NAMES_THE_AXIS, size=(8, 8),
+                        compile_training=False),  # its blocks are the AxialBlock case; a minute to compile whole
     # Integer images of a fixed image_shape: logits and log-likelihoods; other sizes are refused by shape.
     "AutoregressiveAxialTransformer": Case(
         lambda: AutoregressiveAxialTransformer((1, *SIZE), 4, dim=8, heads=2, depth=1),
@@ -104,7 +111,8 @@ CASES = {
         lambda: AutoregressiveAxialTransformer((2, 3, *SIZE), 3, dim=8, heads=2, depth=1, num_classes=2),
         lambda batch, size: torch.randint(0, 3, (batch, 2, 3, *size)), [(2, 3, 2, 3, 4, 4), (2,)],
         lambda m, x: (m(x, torch.arange(len(x)) % 2), m.log_prob(x, torch.arange(len(x)) % 2)),
-        r"must have shape \(batch, channels, frames, height, width\) = \(batch, 2, 3, 4, 4\)", fullgraph=False),
+        r"must have shape \(batch, channels, frames, height, width\) = \(batch, 2, 3, 4, 4\)", fullgraph=False,
+        compile_training=False),  # the image case compiles the same blocks in training
 }
 
 
@@ -143,6 +151,8 @@ def test_every_public_module_has_a_case():
     listed = {name.split("(")[0] for name in CASES}
     assert public, "no public modules found"
     assert public <= listed, f"public modules missing from CASES: {sorted(public - listed)}"
+    for name, case in CASES.items():  # and each case builds the class it is named after
+        assert type(case.factory()).__name__ == name.split("(")[0], name
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -180,16 +190,30 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
             assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("name", CASES)
-def test_torch_compile_equals_eager(name):
-    case, module = build(name)
-    module.eval()
+def test_torch_compile_equals_eager(name, training):
+    """The whole call compiled (for the autoregressive model, log_prob as well as forward); in training
+    mode the parameters' gradients too (batch statistics, the reversible backward)."""
+    case, eager = build(name)
+    if training and not case.compile_training:
+        pytest.skip("another case compiles this module's training path")
+    compiled_copy = copy.deepcopy(eager)
+    eager.train(training), compiled_copy.train(training)
+    fullgraph = case.fullgraph if not training or case.fullgraph_training is None else case.fullgraph_training
     torch._dynamo.reset()  # each case compiles from scratch, so one case's guards cannot hide another's
-    compiled = torch.compile(module, fullgraph=case.fullgraph)
+    compiled = torch.compile(lambda x: run(case, compiled_copy, x), fullgraph=fullgraph)
     x = make(case)
-    with torch.no_grad():
-        for got, want in zip(run(case, compiled, x), run(case, module, x)):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with torch.set_grad_enabled(training):
+        got, want = compiled(x), run(case, eager, x)
+    assert len(got) == len(want) == len(case.shapes)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if training:
+        loss_of(got).backward()
+        loss_of(want).backward()
+        for (param_name, p), q in zip(compiled_copy.named_parameters(), eager.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=param_name)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -240,7 +264,7 @@ def test_zero_length_axis_runs_or_names_the_axis(name, axis):
 
 @pytest.mark.parametrize("name", CASES)
 def test_repr_shows_the_configuration(name):
-    """Every public module has its own extra_repr, which error messages use to name it (validation.owner)."""
+    """Every public module has its own extra_repr, which error messages use to name it (validation.describe)."""
     _, module = build(name)
     assert type(module).extra_repr is not nn.Module.extra_repr, f"{type(module).__name__} has no extra_repr"
-    assert module.extra_repr() and module.extra_repr() in repr(module)
+    assert "=" in module.extra_repr() or "," in module.extra_repr(), module.extra_repr()
