@@ -30,6 +30,8 @@ def ensure_installed(target: Path = PEER_DIR, timeout_s: float = 300) -> Path:
         except subprocess.CalledProcessError as error:
             reason = (error.stderr or error.stdout or "").strip().splitlines()[-1:] or [f"exit {error.returncode}"]
             raise PeerUnavailable(f"pip could not install axial-attention=={PEER_VERSION}: {reason[0]}") from None
+        except OSError as error:  # the interpreter itself could not be started
+            raise PeerUnavailable(f"pip could not be run to install axial-attention=={PEER_VERSION}: {error}") from None
         except subprocess.TimeoutExpired:
             raise PeerUnavailable(f"pip did not install axial-attention=={PEER_VERSION} within {timeout_s:.0f} s "
                                   f"(no network?)") from None
