@@ -10,9 +10,8 @@ Axes, one convention for the package. An axis is a dim of the tensor it applies 
 torch counts them, with the batch at 0 (never an axial axis):
 - the modules users call take the embedding's dim of *their* tensor, negative numbers counting from
   the end: AxialAttention and AxialImageTransformer `dim_index` (1 for (batch, dim, H, W), -1 for
-  channel-last), and
-  AxialPositionalEmbedding `emb_dim_index` (a second name only because 0.6.1 chose it: its users'
-  code and checkpoints keep working). The axial axes are the other dims, in order, and every
+  channel-last), and AxialPositionalEmbedding `emb_dim_index` (a second name only because 0.6.1
+  chose it: its users' code and checkpoints keep working). The axial axes are the other dims, in order, and every
   per-axis argument or result (`causal`, `mask`, the tuple of weights) follows that order;
 - the building blocks work channel-last, (batch, *axial, dim), and take the axial axis itself, from 1:
   `attend_along_axis(axis=1)` and `AxisAttention(axis=1)` attend along the first axial axis;
@@ -20,8 +19,8 @@ torch counts them, with the batch at 0 (never an axial axis):
 
 Attention weights, one name and one layout: attend_along_axis, AxisAttention, AxialAttention and
 PositionSensitiveAxialAttention return them when asked with `need_weights=True`, as
-(batch, heads, *axial, L): for each query position (the input's axial
-positions, in its order) and head, the distribution over the L keys along the attended axis.
+(batch, heads, *axial, L): for each query position (the input's axial positions, in its order) and
+head, the distribution over the L keys along the attended axis.
 AxialAttention returns a tuple of them, one per axial axis (L that axis' length);
 `return_attention=True` is kept as AxialAttention's earlier name for the same request.
 """

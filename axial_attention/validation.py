@@ -9,17 +9,15 @@ builds no string.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-Owner = Union[nn.Module, str]  # the module whose input is checked (or, for a plain function, a description)
 
-
-def describe(owner: Owner) -> str:
+def describe(module: nn.Module) -> str:
     """How error messages name a module: `AxialAttention(dim=8, num_dimensions=2, ...)`, as print(module) does."""
-    return owner if isinstance(owner, str) else f"{type(owner).__name__}({owner.extra_repr()})"
+    return f"{type(module).__name__}({module.extra_repr()})"
 
 
 def check_divisible(name: str, value: int, by_name: str, by: int, hint: str = "") -> None:
@@ -126,7 +124,7 @@ def spatial_axis(name: str, value: Any) -> int:
 
 
 def check_input(
-    x: Any, *, name: str, owner: Owner, ndim: int, layout: str, dim_index: int, dim: int, or_more: bool = False
+    x: Any, *, name: str, owner: nn.Module, ndim: int, layout: str, dim_index: int, dim: int, or_more: bool = False
 ) -> None:
     """Check a forward input's type, rank (exactly `ndim`, or at least with `or_more`) and embedding size."""
     if not isinstance(x, torch.Tensor):
@@ -164,9 +162,7 @@ def check_mask(mask: Any, expected_shape: Sequence[int], input_description: str)
         )
 
 
-def check_axial_lengths(
-    x: torch.Tensor, *, name: str, owner: Owner, axes: dict[int, str], reason: str
-) -> None:
+def check_axial_lengths(x: torch.Tensor, *, name: str, owner: nn.Module, axes: dict[int, str], reason: str) -> None:
     """Every listed axis of x has length >= 1 (`axes` maps a dim of x to its name, e.g. {2: "height"}).
 
     For modules with convolutions or pooling, which cannot take a zero-length axis; an empty batch is fine.
@@ -179,9 +175,7 @@ def check_axial_lengths(
             )
 
 
-def check_levels(
-    x: Any, name: str, shape: tuple[int, ...], layout: str, num_levels: int, owner: Owner
-) -> None:
+def check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_levels: int, owner: nn.Module) -> None:
     """An integer tensor of the given shape (after the batch axis) with values in [0, num_levels)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(x).__name__}")
