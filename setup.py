@@ -22,6 +22,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "build>=1.0"],
         # the trainer and the examples: bundled digits, progress bars, PNGs and curves
         "examples": ["scikit-learn>=1.0", "tqdm>=4.60", "pillow>=9", "matplotlib>=3.5"],
+        # the documentation site: mkdocs build --strict (mkdocs.yml at the root, pages in docs/)
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.26"],
     },
     entry_points={"console_scripts": ["axial-attention = axial_attention.training.cli:main"]},
     classifiers=[
