@@ -26,14 +26,15 @@ MARKER = re.compile(r"<!-- table: (?P<key>[^>]+?) -->\n(?P<body>.*?)<!-- /table 
 FENCE = re.compile(r"^```.*?^```", flags=re.S | re.M)  # markers shown inside code blocks are left alone
 
 
-def pages(root: Path = ROOT) -> list[Path]:
+def pages(root: Path) -> list[Path]:
     """The pages that may hold generated tables: the README and every docs page."""
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
-def load_results(results_dir: Path = RESULTS_DIR) -> dict[str, dict]:
+def load_results(results_dir: Path | None = None) -> dict[str, dict]:
     """Every results file, by its stem: {"deeplab": {part: entry, ...}, ...}."""
-    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(results_dir.glob("*.json"))}
+    paths = sorted((results_dir or RESULTS_DIR).glob("*.json"))
+    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in paths}
 
 
 def render(key: str, results: dict[str, dict]) -> str:
@@ -83,9 +84,11 @@ def rewrite(text: str, results: dict[str, dict], where: str = "page") -> str:
     return "".join(out)
 
 
-def stale_pages(root: Path = ROOT, results_dir: Path = RESULTS_DIR, write: bool = False) -> list[Path]:
-    """The pages whose tables differ from the JSON (rewritten when `write`)."""
-    results = load_results(results_dir)
+def stale_pages(root: Path | None = None, results_dir: Path | None = None, write: bool = False) -> list[Path]:
+    """The pages under `root` (default: the repository) whose tables differ from the JSON in
+    `results_dir` (default: benchmarks/results), rewritten when `write`."""
+    root = root or ROOT
+    results = load_results(results_dir or RESULTS_DIR)
     stale = []
     for page in pages(root):
         text = page.read_text(encoding="utf-8")
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = stale_pages(write=not args.check)
     for page in stale:
-        print(f"{page.relative_to(ROOT)}: {'out of date' if args.check else 'rewritten'}")
+        print(f"{page.relative_to(ROOT).as_posix()}: {'out of date' if args.check else 'rewritten'}")
     if args.check and stale:
         print("run `python -m benchmarks.report` to regenerate the tables", file=sys.stderr)
         return 1
