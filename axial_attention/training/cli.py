@@ -25,6 +25,7 @@ from ..autoregressive import AutoregressiveAxialTransformer
 from .data import ImageData, load_images
 from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
 from .pictures import save_animation, save_completions, save_grid
+from .presets import PRESETS, apply_preset
 from .trainer import RESULTS_NAME, NonFiniteLossError, TrainConfig, completions_of, evaluate_bits_per_dim, train
 
 PROG = "axial-attention"
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train an AutoregressiveAxialTransformer and write a run folder "
                                         "(config.json, model.safetensors, training_state.pt, metrics.jsonl, "
                                         "curves.png, samples.png, results.json).")
+    t.add_argument("--preset", choices=sorted(PRESETS), help="the Axial Transformer paper's configuration for "
+                   "ImageNet 32x32 or 64x64 (model, optimiser, EMA, batch); flags given explicitly override it")
     t.add_argument("--data", default=d.data, help="'digits' (scikit-learn's, bundled), 'moving-digits' (8-frame "
                    "16x16 videos made from them), 'moving-digit-frames' (their frames as images), a folder of images "
                    "(sub-folders name the classes) or an .npy array (N, H, W) / (N, C, H, W) (default: digits)")
@@ -251,7 +254,7 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "complete": cmd_complete, 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one command; returns the exit status (0, 1 for a stopped training, 2 for a usage error)."""
-    args = build_parser().parse_args(argv)
+    args = apply_preset(build_parser().parse_args(argv), argv, build_parser)
     try:
         COMMANDS[args.command](args)
     except NonFiniteLossError as error:
