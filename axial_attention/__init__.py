@@ -13,6 +13,7 @@ from .compat import convert_lucidrains_state_dict
 from .deeplab import PositionSensitiveAxialAttention
 from .deeplab_compat import convert_axial_deeplab_state_dict
 from .image_transformer import AxialImageTransformer
+from .neighbourhood import PastNeighbourhoodAttention
 from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
 
@@ -26,6 +27,7 @@ __all__ = [
     "AxialPositionalEmbedding",
     "AxialResNet",
     "AxisAttention",
+    "PastNeighbourhoodAttention",
     "PositionSensitiveAxialAttention",
     "ReversibleSequence",
     "attend_along_axis",

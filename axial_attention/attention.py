@@ -120,6 +120,10 @@ def attend_along_axis(
         )
         if empty_rows is not None:
             out = out.masked_fill(empty_rows, 0.0)
+        if attn_bias is not None and out.numel() == 0:
+            # SDPA leaves an additive mask's gradient undefined for empty inputs: a zero that depends on it
+            # gives a learned bias a zero gradient instead of none (DDP expects one for every parameter).
+            out = out + mask.sum() * 0
         # (B, H, L, E) -> channel-last; SDPA's CPU/CUDA kernels return (B, L, H, E) memory, so a view.
         return out.transpose(1, 2).reshape(*q.shape[:-1], heads * values.shape[-1])
 

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .decoder import DecoderBlock
+from .decoder import OUT_PROJ_INIT_STD, DecoderBlock
+from .neighbourhood import PastNeighbourhoodAttention
 from .positional import AxialPositionalEmbedding
 from .pretrained import PretrainedMixin
 from .sampling import complete_cached, complete_reference
@@ -41,6 +42,7 @@ from .validation import (
     check_generator,
     check_int,
     check_levels,
+    check_odd,
     check_positive_number,
     check_probability,
     check_shape,
@@ -67,6 +69,10 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     attention and feed-forward; `attn_dropout`: on the attention weights (opt-in: it makes SDPA
     materialise them). num_classes: class-conditional, labels (batch,) in [0, num_classes) are then
     required everywhere.
+    past_window (odd, default None = off): attention from every position into a past_window-wide
+    neighbourhood (along the later axes) of the `past_slices` slices of the first axis before it, with
+    a causal query: how a video model follows motion from frame to frame (neighbourhood.py). Needs at
+    least two axes; its output joins every level's input.
 
     forward(x, labels) -> logits (batch, num_levels, *image_shape): the logits at a position depend
     only on the positions before it in the order (raster over the axes, channels innermost).
@@ -91,6 +97,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         num_classes: Optional[int] = None,
         attn_dropout: float = 0.0,
         level_depths: Optional[Sequence[int]] = None,
+        past_window: Optional[int] = None,
+        past_slices: int = 1,
     ) -> None:
         super().__init__()
         self.image_shape = check_shape("image_shape", image_shape, what="sizes (channels, *axes)")
@@ -108,6 +116,12 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes)
         channels, *axes = self.image_shape
         n = self.num_axes = len(axes)
+        if past_window is not None:
+            check_odd("past_window", past_window)
+            if n < 2:
+                raise ValueError(f"past_window needs at least two axes (slices of the first axis with positions "
+                                 f"to look around), got image_shape {tuple(image_shape)!r}; pass past_window=None")
+        check_int("past_slices", past_slices)
         if level_depths is None:
             depths = (depth,) * (n - 1) + (inner_depth,)
         else:
@@ -116,7 +130,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self.config = {"image_shape": list(self.image_shape), "num_levels": num_levels, "dim": dim, "heads": heads,
                        "depth": depth, "dim_heads": dim_heads, "inner_depth": inner_depth, "ff_mult": ff_mult,
                        "dropout": dropout, "num_classes": num_classes, "attn_dropout": attn_dropout,
-                       "level_depths": None if level_depths is None else list(depths)}
+                       "level_depths": None if level_depths is None else list(depths),
+                       "past_window": past_window, "past_slices": past_slices}
 
         def block(axis: int, causal: bool) -> DecoderBlock:
             return DecoderBlock(dim, axis, heads, dim_heads, causal, ff_mult, dropout, attn_dropout)
@@ -138,6 +153,14 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self.inner = nn.ModuleList(block(n, True) for _ in range(depths[-1]))
         self.final_norm = nn.LayerNorm(dim)
         self.to_logits = nn.Linear(dim, num_levels)
+        # Opt-in: attention from each position into a window of the slices before it (neighbourhood.py),
+        # what a video model needs to follow motion. Its output joins every level's input.
+        self.past = None
+        if past_window is not None:
+            self.past_pixels = nn.Linear(channels * dim, dim)  # a pixel's channel embeddings -> one vector
+            self.past = PastNeighbourhoodAttention(dim, n, past_window, past_slices, heads)
+            nn.init.normal_(self.past.to_out.weight, std=OUT_PROJ_INIT_STD)
+            nn.init.zeros_(self.past.to_out.bias)
 
     def extra_repr(self) -> str:
         """image_shape and num_levels, then the constructor arguments that differ from their defaults."""
@@ -175,6 +198,25 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         if labels is None:
             return pos
         return pos + self.class_emb(labels).reshape(-1, *(1,) * self.num_axes, pos.shape[-1])
+
+    def pixel_embeddings(self, emb: Tensor) -> Tensor:
+        """Token embeddings (batch, *grid, dim) -> one vector per position of the axes, (batch, *axes, dim),
+        from all its channels: what the past-slice attention looks at."""
+        channels = self.image_shape[0]
+        return self.past_pixels(emb.unflatten(-2, (-1, channels)).flatten(-2))
+
+    def on_grid(self, per_position: Tensor) -> Tensor:
+        """(batch, *axes, dim) -> (batch, *grid, dim), each position's vector repeated for its channels."""
+        channels = self.image_shape[0]
+        return per_position.unsqueeze(-2).expand(*per_position.shape[:-1], channels, -1).flatten(-3, -2)
+
+    def past_context(self, emb: Tensor) -> Union[Tensor, int]:
+        """The past-slice attention's output on the token grid (0 when the model has none). At a position it
+        depends on the earlier slices and on the positions of its own slice before it only, so every level
+        may take it as input."""
+        if self.past is None:
+            return 0
+        return self.on_grid(self.past(self.pixel_embeddings(emb)))
 
     def _check(self, x: Optional[Tensor], labels: Optional[Tensor], batch: Optional[int] = None) -> None:
         if x is not None:
@@ -215,7 +257,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         """Logits on the token grid: long (batch, *grid) -> (batch, *grid, num_levels).
         Unchecked: `forward` is the public entry."""
         emb = self.token_emb(tokens)  # (batch, *grid, dim)
-        cond = self._conditioning(labels)
+        cond = self._conditioning(labels) + self.past_context(emb)
         context: Union[Tensor, int] = 0  # the contexts of the levels above, each already shifted
         for k in range(1, self.num_axes):
             context = context + shift_forward(self.level_layers(k, emb + cond + context), k)
@@ -233,17 +275,26 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self._check(x, labels)
         return self.log_prob_tokens(self.to_tokens(x), labels)
 
-    def log_prob_tokens(self, tokens: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-        """`log_prob` on the token grid (batch, *grid), unchecked (see `token_logits`)."""
+    def log_prob_tokens(self, tokens: Tensor, labels: Optional[Tensor] = None, per_slice: bool = False) -> Tensor:
+        """`log_prob` on the token grid (batch, *grid), unchecked (see `token_logits`); with `per_slice`,
+        (batch, a_1): the log-likelihood of each slice of the first axis given the slices before it."""
         # Scored with the levels last and contiguous: cross-entropy over forward's levels-first view
         # would copy the logits and normalise along a strided axis (a tenth of a training step at 32x32x3).
         logits = self.token_logits(tokens, labels)
         nats = F.cross_entropy(logits.flatten(0, -2), tokens.flatten(), reduction="none")
+        if per_slice:  # a sequence's grid is (length * channels,): a slice is a position's channels
+            return -nats.reshape(tokens.shape[0], self.image_shape[1], -1).sum(-1)
         return -nats.reshape(tokens.shape).flatten(1).sum(1)
 
     def bits_per_dim(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         """Negative log-likelihood per sub-pixel in bits, (batch,)."""
         return -self.log_prob(x, labels) / (math.prod(self.image_shape) * math.log(2))
+
+    def bits_per_slice(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Negative log-likelihood of each slice of the first axis given the slices before it, in bits:
+        (batch, a_1), e.g. the bits each frame of a video costs. Sums to bits_per_dim times the size of x."""
+        self._check(x, labels)
+        return -self.log_prob_tokens(self.to_tokens(x), labels, per_slice=True) / math.log(2)
 
     # -- generation ----------------------------------------------------------------------------
     @torch.no_grad()

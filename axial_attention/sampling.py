@@ -85,6 +85,10 @@ def complete_cached(
     start = kept_tokens(model, keep)
     tokens[:, start:] = 0
     cond = model._conditioning(labels).expand(batch, *grid, -1)  # (batch, *grid, dim)
+    past = None
+    if model.past is not None:  # its output joins cond, position by position as they are drawn
+        cond = cond.clone()
+        past = PastSlices(model, tokens, start, cond)
 
     def slice_shape(k: int) -> Tensor:
         """A tensor shaped like the part of the grid level k works on: axes before k fixed."""
@@ -106,12 +110,18 @@ def complete_cached(
             h = torch.cat([previous, emb.narrow(n, 0, first - 1)], dim=n) + row_cond.narrow(n, 0, first)
             model.inner_layers(h + context.narrow(n, 0, first), row_caches, 0)
             previous = emb.narrow(n, first - 1, 1)
+        channels = model.image_shape[0]
         for index in range(first, grid[-1]):
+            pixel, channel = divmod(index, channels)
+            if past is not None and channel == 0:
+                past.enter(prefix, pixel)  # adds its output to row_cond (a view of cond)
             h = previous + row_cond.narrow(n, index, 1) + context.narrow(n, index, 1)
             logits = model.inner_layers(h, row_caches, index).flatten(0, -2)
             token = draw(logits, temperature, generator)
             row.narrow(n, index, 1).copy_(token.view(row.narrow(n, index, 1).shape))
             previous = model.token_emb(token).view(token_shape.shape)
+            if past is not None and channel == channels - 1:
+                past.leave(prefix, pixel, row)
 
     def level(k: int, prefix: tuple[int, ...], context: Tensor) -> None:
         """Fill the slice at `prefix` (axes before k fixed); context: the levels above, at that slice."""
@@ -130,8 +140,56 @@ def complete_cached(
             own = model.level_layers(k, level_input(0, first), caches, 0).narrow(k, first - 1, 1)
         for i in range(first, grid[k - 1]):
             if i > first:
+                if past is not None and k == 1:
+                    past.slices_done(i - 1)  # the keys and values slice i looks back at
                 own = model.level_layers(k, level_input(i - 1, 1), caches, i - 1)
             level(k + 1, (*prefix, i), context.narrow(k, i, 1) + own)
 
     level(1, (), torch.zeros_like(cond))
     return tokens
+
+
+class PastSlices:
+    """The past-slice attention (neighbourhood.py) during cached sampling: padded buffers of the pixel
+    embeddings and of the keys and values of finished slices; the attention's output is added to the
+    model's conditioning one position at a time. A position's output needs its own slice's positions
+    before it (the pixel buffer, filled as each position's last channel is drawn) and the finished
+    slices' keys and values (computed once per slice): O(window ** (axes - 1)) per position."""
+
+    def __init__(self, model: AutoregressiveAxialTransformer, tokens: Tensor, keep: int, cond: Tensor) -> None:
+        self.model, self.attention, self.cond = model, model.past, cond  # cond: (batch, *grid, dim)
+        kept = model.pixel_embeddings(model.token_emb(tokens.narrow(1, 0, keep)))  # (batch, keep, *space, dim)
+        space = tuple(kept.shape[2:-1])
+        self.pixels = self.attention.pad(kept.new_zeros(tokens.shape[0], tokens.shape[1], *space, kept.shape[-1]))
+        self.keys, self.values = torch.zeros_like(self.pixels), torch.zeros_like(self.pixels)
+        self.valid = self.attention.valid(space, kept.device)
+        if keep > 0:  # the kept slices in one pass; their outputs feed the first level
+            self.attention.inside(self.pixels).narrow(1, 0, keep).copy_(kept)
+            self.slices_done(0, keep)
+            self.cond.narrow(1, 0, keep).add_(model.on_grid(self.attention(kept)))
+
+    def slices_done(self, first: int, count: int = 1) -> None:
+        """Slices first .. first + count - 1 are complete: their keys and values (later slices attend to them)."""
+        inside = [self.attention.inside(b).narrow(1, first, count) for b in (self.pixels, self.keys, self.values)]
+        _, keys, values = self.attention.keys_values(inside[0])
+        inside[1].copy_(keys)
+        inside[2].copy_(values)
+
+    def enter(self, prefix: tuple[int, ...], pixel: int) -> None:
+        """Before the first channel of the position (*prefix, pixel) is drawn: its output, added to `cond`."""
+        position = (*prefix[1:], pixel)
+        out = self.attention.at(self.pixels, self.keys, self.values, prefix[0], position, self.valid)
+        channels = self.model.image_shape[0]
+        at = _at(self.cond, prefix).narrow(len(prefix) + 1, pixel * channels, channels)
+        at.add_(out.view(out.shape[0], *(1,) * (at.ndim - 2), out.shape[-1]).expand_as(at))
+
+    def leave(self, prefix: tuple[int, ...], pixel: int, row: Tensor) -> None:
+        """After the last channel of (*prefix, pixel) is drawn (row: the tokens of its row): its embedding."""
+        channels = self.model.image_shape[0]
+        tokens = row.narrow(len(prefix) + 1, pixel * channels, channels)  # (batch, 1.., channels)
+        emb = self.model.pixel_embeddings(self.model.token_emb(tokens))  # (batch, 1.., 1, dim)
+        radius = self.attention.radius
+        target = self.pixels.narrow(1, prefix[0], 1)
+        for axis, index in enumerate((*prefix[1:], pixel), start=2):
+            target = target.narrow(axis, index + radius, 1)
+        target.copy_(emb.view(target.shape))

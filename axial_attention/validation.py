@@ -47,6 +47,14 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def check_odd(name: str, value: Any) -> int:
+    """A positive odd int: a window with a centre and the same reach on each side."""
+    check_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd (a centre and the same reach on each side), got {value}")
+    return value
+
+
 def check_positive_number(name: str, value: Any) -> float:
     """A real number > 0 (a scale such as width_multiplier or temperature)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -13,11 +13,13 @@ from axial_attention import AutoregressiveAxialTransformer
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
-def make_model(image_shape, levels, num_classes=None, depth=2, seed=0, std=0.3):
+def make_model(image_shape, levels, num_classes=None, depth=2, seed=0, std=0.3, **options):
     """A small model with weights drawn large enough that every path (attention, context) matters:
-    the default near-zero output projections would make a leak too small to see."""
+    the default near-zero output projections would make a leak too small to see. `options`: further
+    constructor arguments (past_window, ...)."""
     torch.manual_seed(seed)
-    model = AutoregressiveAxialTransformer(image_shape, levels, dim=16, heads=2, depth=depth, num_classes=num_classes)
+    model = AutoregressiveAxialTransformer(image_shape, levels, dim=16, heads=2, depth=depth, num_classes=num_classes,
+                                           **options)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, std)
@@ -116,10 +118,17 @@ def test_logits_depend_only_on_earlier_positions(image_shape, num_classes):
 def test_gradient_of_each_logit_reaches_exactly_the_past(image_shape):
     """The embedding-level dependency matrix equals the strict lower triangle of the model's order,
     for images, videos, 4-axis volumes and sequences."""
-    levels = 3
-    model = make_model(image_shape, levels)
+    model = make_model(image_shape, 3)
+    dependency = dependency_matrix(model)
+    assert torch.equal(dependency, torch.ones_like(dependency).tril(-1))
+
+
+def dependency_matrix(model):
+    """Which token embeddings reach each logit through the gradient: bool (positions, positions), the
+    model's order on both sides."""
+    image_shape = model.image_shape
     order = raster_order(image_shape)
-    x = torch.randint(0, levels, (1, *image_shape))
+    x = torch.randint(0, model.num_levels, (1, *image_shape))
     embedded = []
 
     def keep_grad(module, inputs, output):
@@ -135,7 +144,7 @@ def test_gradient_of_each_logit_reaches_exactly_the_past(image_shape):
         emb.grad = None
         logits[(0, slice(None), *position)].sum().backward(retain_graph=True)
         dependency[p] = emb.grad[0].abs().sum(-1).flatten() > 0
-    assert torch.equal(dependency, torch.ones_like(dependency).tril(-1))
+    return dependency
 
 
 # -- sampling --------------------------------------------------------------------------------------

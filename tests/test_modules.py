@@ -27,6 +27,7 @@ from axial_attention import (
     AxialPositionalEmbedding,
     AxialResNet,
     AxisAttention,
+    PastNeighbourhoodAttention,
     PositionSensitiveAxialAttention,
     ReversibleSequence,
 )
@@ -75,6 +76,8 @@ CASES = {
         [(2, 4, 4, 8), *WEIGHTS], dict(need_weights=True)),
     "AxisAttention": Case(lambda: AxisAttention(8, axis=1, heads=2, causal=True), channel_last(8),
                           [(2, 4, 4, 8), (2, 2, 4, 4, 4)], dict(need_weights=True)),
+    "PastNeighbourhoodAttention": Case(lambda: PastNeighbourhoodAttention(8, 2, window=3, past_slices=2, heads=2),
+                                       channel_last(8), [(2, 4, 4, 8)]),
     "AxialPositionalEmbedding": Case(lambda: AxialPositionalEmbedding(8, SIZE), channels_first(8), [(2, 8, 4, 4)]),
     "AxialPositionalEmbedding(axial_dims)": Case(lambda: AxialPositionalEmbedding(8, SIZE, -1, axial_dims=(3, 5)),
                                                  channel_last(8), [(2, 4, 4, 8)]),
@@ -107,8 +110,9 @@ CASES = {
         lambda m, x: (m(x), m.log_prob(x)),
         r"must have shape \(batch, channels, height, width\) = \(batch, 1, 4, 4\)",
         fullgraph=False),  # checking the input's values in [0, num_levels) reads them on the host
-    "AutoregressiveAxialTransformer(video, classes)": Case(
-        lambda: AutoregressiveAxialTransformer((2, 3, *SIZE), 3, dim=8, heads=2, depth=1, num_classes=2),
+    "AutoregressiveAxialTransformer(video, classes, past_window)": Case(
+        lambda: AutoregressiveAxialTransformer((2, 3, *SIZE), 3, dim=8, heads=2, depth=1, num_classes=2,
+                                               past_window=3, past_slices=2),
         lambda batch, size: torch.randint(0, 3, (batch, 2, 3, *size)), [(2, 3, 2, 3, 4, 4), (2,)],
         lambda m, x: (m(x, torch.arange(len(x)) % 2), m.log_prob(x, torch.arange(len(x)) % 2)),
         r"must have shape \(batch, channels, frames, height, width\) = \(batch, 2, 3, 4, 4\)", fullgraph=False,

@@ -1,0 +1,183 @@
+"""Attention from every position into a window of the previous slices of the first axis: how a video
+model sees where things were in the frames before.
+
+Why the Axial Transformer needs it. Its frames level hands position (t, h, w) what frame t - 1 held at
+the *same* (h, w) only; a digit moving by (dy, dx) was at (h - dy, w - dx). To use it, the levels must
+infer the velocity and move content by a 2-D offset through single-axis hops with absolute positions,
+which they do not learn at small budgets (test bits per frame stay flat across frames 1..8, issue 18).
+This block moves content directly, as neighbourhood attention (Hassani et al. 2023, NATTEN) restricted
+to the past along the first axis:
+
+- a *causal feature* f(t, p) of every position: a masked convolution (PixelCNN's mask A, van den Oord
+  et al. 2016) over the positions of slice t strictly before p in raster order, inside a
+  window x ... x window neighbourhood — the part of slice t around p that is known when p is drawn;
+- the query at (t, p) is f(t, p); the keys are the same feature at every p' of the window around p
+  in each of the slices t - 1 .. t - past_slices, plus a learned bias per head, slice and offset; the
+  values are those positions' own pixels (embedded). The query finds where the pattern just before p
+  in slice t sat in slice t - 1, and reads the pixel that followed it there.
+
+The output at (t, p) depends on slices t - past_slices .. t - 1 and on the positions of slice t before p
+only, so it may be added to the input of every decoder level (see autoregressive.py). The attention
+itself runs on the package's primitive: each query attends along a window axis of S * K gathered keys
+(S past slices, K = window ** (number of later axes) offsets) with a key mask for the window positions
+that fall outside the tensor. A gather beats SDPA over whole slices with a band mask: each query
+scores S * K keys instead of S times the slice (25 against 256 for 5x5 windows of 16x16 frames).
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import attend_along_axis
+from .validation import check_divisible, check_int, check_odd
+
+
+def gather_windows(t: Tensor, radius: int) -> Tensor:
+    """For every position of t (batch, *lead, *space, dim), the window of offsets in [-radius, radius]
+    along the space axes, zero outside: (batch, *lead, *space, K, dim), K = (2 radius + 1) ** len(space),
+    offsets in raster order (so the first K // 2 are the positions before the centre). `space` is all the
+    axes from 2 on (axis 1 is the leading, slice axis)."""
+    space = t.ndim - 3
+    if 0 in t.shape[2:-1]:  # no positions, no windows (unfold needs a window's length along every axis)
+        return t.new_zeros(*t.shape[:-1], (2 * radius + 1) ** space, t.shape[-1])
+    padded = F.pad(t, (0, 0) + (radius, radius) * space)
+    windows = padded
+    for axis in range(2, 2 + space):
+        windows = windows.unfold(axis, 2 * radius + 1, 1)  # a strided view: (..., dim, k, k, ...)
+    return windows.movedim(t.ndim - 1, -1).flatten(t.ndim - 1, -2)
+
+
+def window_at(padded: Tensor, position: tuple[int, ...], radius: int) -> Tensor:
+    """The window around `position` (indices along the space axes) of a padded slice (batch, *space + 2r, dim),
+    in gather_windows' order: (batch, K, dim). Cached sampling reads one position's window this way."""
+    for axis, index in enumerate(position, start=1):
+        padded = padded.narrow(axis, index, 2 * radius + 1)
+    return padded.flatten(1, -2)
+
+
+class PastNeighbourhoodAttention(nn.Module):
+    """Causal neighbourhood attention into the previous slices of the first axis.
+
+    forward(pixels) with pixels (batch, a_1, ..., a_n, dim) -> (batch, a_1, ..., a_n, dim): at (t, p),
+    attention from the causal feature of slice t at p into a `window`-wide neighbourhood of p (along
+    a_2 .. a_n) in each of the slices t - 1 .. t - past_slices. Needs at least two axes (a slice with
+    positions); slice 0 has no past and gets zeros.
+    """
+
+    def __init__(self, dim: int, num_axes: int, window: int = 5, past_slices: int = 1, heads: int = 4) -> None:
+        super().__init__()
+        check_odd("window", window)
+        if num_axes < 2:
+            raise ValueError(f"past-slice attention needs at least two axes (slices with positions), got "
+                             f"num_axes={num_axes}")
+        check_int("past_slices", past_slices)
+        check_int("heads", heads)
+        check_divisible("dim", dim, "heads", heads)
+        self.dim, self.num_axes, self.window, self.past_slices, self.heads = dim, num_axes, window, past_slices, heads
+        self.radius = window // 2
+        self.offsets = window ** (num_axes - 1)  # K
+        before = self.offsets // 2  # the window's positions before its centre in raster order
+        self.causal_feature = nn.Sequential(nn.Flatten(-2), nn.Linear(before * dim, dim), nn.LayerNorm(dim))
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.offset_bias = nn.Parameter(torch.zeros(heads, past_slices * self.offsets))
+        self.to_out = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_axes={self.num_axes}, window={self.window}, past_slices={self.past_slices}, "
+                f"heads={self.heads}")
+
+    # -- the pieces, shared by the parallel path and cached sampling ----------------------------
+    def feature(self, windows: Tensor) -> Tensor:
+        """Causal features from gathered windows (..., K, dim): a masked convolution, the positions
+        before each centre only -> (..., dim)."""
+        return self.causal_feature(windows[..., : self.offsets // 2, :])
+
+    def features(self, pixels: Tensor) -> Tensor:
+        """`feature` at every position of pixels (batch, slices, *space, dim), as a convolution: each
+        position's projection for every offset of the causal half-window, then those moved into place and
+        summed. The same arithmetic as gathering windows, without a window-wide copy of the input."""
+        linear, norm = self.causal_feature[1], self.causal_feature[2]
+        before, dim = self.offsets // 2, self.dim
+        # Linear(before * dim -> dim) read as one (dim -> dim) map per offset, all applied in one product
+        per_offset = linear.weight.view(dim, before, dim).transpose(0, 1).reshape(before * dim, dim)
+        projected = self.pad(F.linear(pixels, per_offset))  # (batch, slices, *space + 2 radius, before * dim)
+        space = pixels.shape[2:-1]
+        out = linear.bias
+        for j, offset in enumerate(itertools.product(range(self.window), repeat=len(space))):
+            if j == before:
+                break
+            part = projected.narrow(-1, j * dim, dim)
+            for axis, (start, size) in enumerate(zip(offset, space), start=2):
+                part = part.narrow(axis, start, size)  # position p reads p + offset - radius
+            out = out + part
+        return norm(out)
+
+    def keys_values(self, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Causal features, keys and values of whole slices: pixels (batch, slices, *space, dim) -> three
+        tensors of that shape."""
+        f = self.features(pixels)
+        return f, self.to_k(f), self.to_v(pixels)
+
+    def valid(self, space: tuple[int, ...], device: torch.device) -> Tensor:
+        """Which window positions lie inside a slice of shape `space`: bool (*space, K)."""
+        ones = torch.ones(1, 1, *space, 1, device=device)
+        return gather_windows(ones, self.radius)[0, 0, ..., 0] > 0
+
+    def attend(self, feature: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor) -> Tensor:
+        """feature (batch, *q, dim): the queries' causal features; keys, values (batch, *q, S * K, dim)
+        gathered from the past slices; key_mask bool, broadcastable to (batch, *q, S * K) -> (batch, *q, dim)."""
+        q = self.to_q(feature).unsqueeze(-2)  # a window axis of length 1
+        bias = self.offset_bias[:, None, :]  # (heads, 1 query, S * K)
+        out = attend_along_axis(q, keys, values, q.ndim - 2, self.heads, attn_bias=bias,
+                                key_mask=key_mask.expand(keys.shape[:-1]))
+        return self.to_out(out.squeeze(-2))
+
+    # -- the parallel path ----------------------------------------------------------------------
+    def forward(self, pixels: Tensor) -> Tensor:
+        slices, space = pixels.shape[1], tuple(pixels.shape[2:-1])
+        f, k, v = self.keys_values(pixels)
+        valid = self.valid(space, pixels.device)  # (*space, K)
+        keys, values, masks = [], [], []
+        for s in range(1, self.past_slices + 1):
+            keys.append(gather_windows(shift_slices(k, s), self.radius))
+            values.append(gather_windows(shift_slices(v, s), self.radius))
+            exists = torch.arange(slices, device=pixels.device) >= s  # slice t - s exists
+            masks.append(valid & exists.view(slices, *(1,) * (len(space) + 1)))
+        return self.attend(f, torch.cat(keys, -2), torch.cat(values, -2), torch.cat(masks, -1))
+
+    # -- one position at a time (cached sampling) -------------------------------------------------
+    def at(self, pixels_padded: Tensor, keys_padded: Tensor, values_padded: Tensor, t: int,
+           position: tuple[int, ...], valid: Tensor) -> Tensor:
+        """The output at (t, position) from padded buffers (batch, a_1, *space + 2 radius, dim) of the pixel
+        embeddings (slice t filled before `position`), and of the keys and values of the slices before t;
+        valid: `self.valid(space)`. Returns (batch, dim)."""
+        feature = self.feature(window_at(pixels_padded[:, t], position, self.radius))
+        keys, values, masks = [], [], []
+        for s in range(1, self.past_slices + 1):
+            source = max(t - s, 0)  # a slice before 0 is masked out below; slice 0 stands in for it
+            keys.append(window_at(keys_padded[:, source], position, self.radius))
+            values.append(window_at(values_padded[:, source], position, self.radius))
+            masks.append(valid[position] & (t - s >= 0))
+        return self.attend(feature, torch.cat(keys, -2), torch.cat(values, -2), torch.cat(masks, -1))
+
+    def pad(self, t: Tensor) -> Tensor:
+        """Zeros around the space axes of (batch, a_1, *space, dim), as gather_windows pads."""
+        return F.pad(t, (0, 0) + (self.radius, self.radius) * (t.ndim - 3))
+
+    def inside(self, padded: Tensor) -> Tensor:
+        """The inside of a padded buffer (what `pad` padded), as a view."""
+        for axis in range(2, padded.ndim - 1):
+            padded = padded.narrow(axis, self.radius, padded.shape[axis] - 2 * self.radius)
+        return padded
+
+
+def shift_slices(t: Tensor, s: int) -> Tensor:
+    """t (batch, slices, ...) moved s slices later (zeros first): slice i gets slice i - s."""
+    if s >= t.shape[1]:
+        return torch.zeros_like(t)
+    return F.pad(t.narrow(1, 0, t.shape[1] - s), (0, 0) * (t.ndim - 2) + (s, 0))
