@@ -98,23 +98,22 @@ class PastNeighbourhoodAttention(nn.Module):
         return self.causal_feature(windows[..., : self.offsets // 2, :])
 
     def features(self, pixels: Tensor) -> Tensor:
-        """`feature` at every position of pixels (batch, slices, *space, dim), as a convolution: each
-        position's projection for every offset of the causal half-window, then those moved into place and
-        summed. The same arithmetic as gathering windows, without a window-wide copy of the input."""
+        """`feature` at every position of pixels (batch, slices, *space, dim), as a convolution: the input moved
+        by each offset of the causal half-window, through that offset's (dim -> dim) part of the weights,
+        summed. The same arithmetic as gathering windows, without a window-wide copy of the input (whose
+        backward would fill a window-wide gradient per offset)."""
         linear, norm = self.causal_feature[1], self.causal_feature[2]
         before, dim = self.offsets // 2, self.dim
-        # Linear(before * dim -> dim) read as one (dim -> dim) map per offset, all applied in one product
-        per_offset = linear.weight.view(dim, before, dim).transpose(0, 1).reshape(before * dim, dim)
-        projected = self.pad(F.linear(pixels, per_offset))  # (batch, slices, *space + 2 radius, before * dim)
+        weights = linear.weight.view(dim, before, dim)  # Linear(before * dim -> dim): one (dim -> dim) per offset
+        padded = self.pad(pixels)
         space = pixels.shape[2:-1]
         out = linear.bias
-        for j, offset in enumerate(itertools.product(range(self.window), repeat=len(space))):
-            if j == before:
-                break
-            part = projected.narrow(-1, j * dim, dim)
+        offsets = itertools.product(range(self.window), repeat=len(space))  # raster order, as gather_windows
+        for j, offset in zip(range(before), offsets):
+            moved = padded
             for axis, (start, size) in enumerate(zip(offset, space), start=2):
-                part = part.narrow(axis, start, size)  # position p reads p + offset - radius
-            out = out + part
+                moved = moved.narrow(axis, start, size)  # position p reads p + offset - radius
+            out = out + F.linear(moved, weights[:, j])
         return norm(out)
 
     def keys_values(self, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
