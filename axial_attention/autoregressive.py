@@ -32,6 +32,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .decoder import OUT_PROJ_INIT_STD, DecoderBlock
 from .neighbourhood import PastNeighbourhoodAttention
@@ -73,6 +74,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     neighbourhood (along the later axes) of the `past_slices` slices of the first axis before it, with
     a causal query: how a video model follows motion from frame to frame (neighbourhood.py). Needs at
     least two axes; its output joins every level's input.
+    Set `model.activation_checkpointing = True` to recompute each decoder block in backward instead of
+    keeping its activations (less memory, about a third more time, the same gradients).
 
     forward(x, labels) -> logits (batch, num_levels, *image_shape): the logits at a position depend
     only on the positions before it in the order (raster over the axes, channels innermost).
@@ -155,6 +158,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self.to_logits = nn.Linear(dim, num_levels)
         # Opt-in: attention from each position into a window of the slices before it (neighbourhood.py),
         # what a video model needs to follow motion. Its output joins every level's input.
+        # Not part of the model (its config and weights): how training trades time for memory.
+        self.activation_checkpointing = False
         self.past = None
         if past_window is not None:
             self.past_pixels = nn.Linear(channels * dim, dim)  # a pixel's channel embeddings -> one vector
@@ -242,15 +247,22 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         layers, norm = (self.outer, self.outer_norm) if k == 1 else (self.middle[k - 2], self.middle_norms[k - 2])
         for i, (*unmasked, masked) in enumerate(layers):
             for block in unmasked:
-                u = block(u)
-            u = masked(u) if caches is None else masked(u, caches[i], index)
+                u = self._run(block, u)
+            u = self._run(masked, u) if caches is None else masked(u, caches[i], index)
         return norm(u)
+
+    def _run(self, block: DecoderBlock, x: Tensor) -> Tensor:
+        """block(x), recomputed in backward instead of keeping its activations when
+        `activation_checkpointing` is on (same gradients: dropout replays its random state)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def inner_layers(self, h: Tensor, caches: Optional[list] = None, index: int = 0) -> Tensor:
         """Inner level on h (batch, *grid, dim) -> logits (batch, *grid, num_levels). With `caches`,
         h holds the tokens from `index` on of a single row."""
         for i, block in enumerate(self.inner):
-            h = block(h) if caches is None else block(h, caches[i], index)
+            h = self._run(block, h) if caches is None else block(h, caches[i], index)
         return self.to_logits(self.final_norm(h))
 
     def token_logits(self, tokens: Tensor, labels: Optional[Tensor] = None) -> Tensor:

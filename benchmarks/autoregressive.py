@@ -201,8 +201,9 @@ def benchmark_training(settings: list[tuple[tuple[int, ...], int]], depth: int, 
 
 
 def benchmark_digits(steps: int) -> tuple[str, dict]:
-    args = TrainConfig()  # the main job's width, depth, batch and learning rate; no dropout, no EMA in either model
-    data = load_images(args.data)
+    data = load_images(TrainConfig.data)
+    # the main job's width, depth, batch and learning rate; no dropout, no EMA in either model
+    args = TrainConfig().for_data(data.image_shape)
     (train_x, train_y), (test_x, test_y) = data.split("train"), data.split("test")
     shape, levels, classes = data.image_shape, data.levels, data.num_classes
     rows = ["| model (digits 8x8, 17 levels, class-conditional) | parameters | test bits/dim |", "|---|---|---|"]

@@ -26,7 +26,16 @@ from .data import ImageData, load_images
 from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
 from .pictures import save_animation, save_completions, save_grid
 from .presets import PRESETS, apply_preset
-from .trainer import RESULTS_NAME, NonFiniteLossError, TrainConfig, completions_of, evaluate_bits_per_dim, train
+from .trainer import (
+    RESULTS_NAME,
+    NonFiniteLossError,
+    TrainConfig,
+    completions_of,
+    evaluate_bits,
+    format_frames,
+    frame_record,
+    train,
+)
 
 PROG = "axial-attention"
 
@@ -75,18 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default: runs/ and the data set's name, e.g. runs/digits)")
     t.add_argument("--steps", type=_positive_int, default=d.steps)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
-                   help="images per optimiser step, over all processes and micro-batches")
+                   help="images per optimiser step, over all processes and micro-batches (default: chosen for "
+                        "the data: 32 digits, about 16k tokens a step for larger items)")
     t.add_argument("--grad-accum", type=_positive_int, default=d.grad_accum,
                    help="split each step's batch into this many micro-batches (same result, less memory)")
     t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine decay)")
+    t.add_argument("--warmup", type=int, default=d.warmup,
+                   help="linear warm-up steps (default: 10%% of --steps, at most 100)")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW's decoupled weight decay")
-    t.add_argument("--dim", type=_positive_int, default=d.dim)
+    t.add_argument("--dim", type=_positive_int, default=d.dim,
+                   help="width (default: 64; 48 for videos)")
     t.add_argument("--heads", type=_positive_int, default=d.heads)
-    t.add_argument("--depth", type=_positive_int, default=d.depth, help="outer-decoder layers")
+    t.add_argument("--depth", type=_positive_int, default=d.depth,
+                   help="layers of each decoder level but the inner one (default: 4 for digits-sized images, else 2)")
     t.add_argument("--inner-depth", type=_positive_int, help="inner-decoder layers (default: --depth)")
-    t.add_argument("--dropout", type=float, default=d.dropout, help="residual dropout")
+    t.add_argument("--dropout", type=float, default=d.dropout,
+                   help="residual dropout (default: 0.3 for digits-sized images, else 0.1)")
     t.add_argument("--attn-dropout", type=float, default=d.attn_dropout,
-                   help="dropout on attention weights (slower: SDPA leaves its fused kernels)")
+                   help="dropout on attention weights (slower, more memory: SDPA leaves its fused kernels; "
+                        "default: 0.3 for digits-sized images, else 0)")
+    t.add_argument("--past-window", type=int, default=d.past_window,
+                   help="attention from each position into a window this wide (odd) of the previous frames, to "
+                        "follow motion; 0: off (default: 5 for videos, 0 for images)")
+    t.add_argument("--past-slices", type=_positive_int, default=d.past_slices,
+                   help="previous frames (slices of the first axis) that --past-window looks into (default: 1)")
+    t.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block in backward instead of keeping its activations: less memory, "
+                        "about a third more time, the same gradients")
     t.add_argument("--seed", type=int, default=d.seed)
     _add_device(t)
     t.add_argument("--precision", choices=tuple(PRECISIONS), default=d.precision,
@@ -136,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder (config.json + model.safetensors)")
     e.add_argument("--data", help="'digits', a folder or an .npy array (default: the run's own data set)")
     e.add_argument("--split", choices=("test", "train", "all"), default="test")
-    e.add_argument("--batch-size", type=_positive_int, default=256)
+    e.add_argument("--batch-size", type=_positive_int,
+                   help="items per forward pass (default: about 16k tokens: 256 digits, 8 clips of 8x16x16)")
     _add_device(e)
     return parser
 
@@ -239,8 +264,10 @@ def cmd_evaluate(args: argparse.Namespace) -> float:
     model = _load_model(args.run, args.device)
     data = _images_for(model, args.run, args.data, "--data")
     images, labels = data.split(args.split)
-    bits = evaluate_bits_per_dim(model, images, _known_labels(model, labels, "--data"), batch=args.batch_size)
+    bits, per_slice = evaluate_bits(model, images, _known_labels(model, labels, "--data"), batch=args.batch_size)
     print(f"{args.split} bits/dim: {bits:.4f} on {len(images)} images   (uniform: {math.log2(model.num_levels):.3f})")
+    if frame_record(model, per_slice):
+        print(f"{args.split} {format_frames(per_slice)}")
     return bits
 
 

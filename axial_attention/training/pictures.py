@@ -65,20 +65,24 @@ def save_completions(originals: Tensor, completions: Tensor, keep: int, levels: 
 
 
 def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None) -> None:
-    """Train and test bits/dim against steps, from metrics.jsonl."""
+    """Train and test bits/dim against steps, from metrics.jsonl; for videos a second panel with the test
+    bits of frame 1 against the mean of frames 2..T (they separate once the model uses the past)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    train, test = [], []
+    train, test, frames = [], [], []
     for line in metrics_path.read_text().splitlines():
         record = json.loads(line)
         if "train_bits_per_dim" in record:
             train.append((record["step"], record["train_bits_per_dim"]))
         if "test_bits_per_dim" in record:
             test.append((record["step"], record["test_bits_per_dim"]))
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        if len(record.get("test_bits_per_frame", ())) > 1:
+            frames.append((record["step"], record["test_bits_per_frame"]))
+    fig, axes = plt.subplots(1, 2 if frames else 1, figsize=(11 if frames else 6, 4), dpi=100, squeeze=False)
+    ax = axes[0, 0]
     if train:
         ax.plot(*zip(*train), label="train (running mean)", color="tab:blue", alpha=0.8)
     if test:
@@ -93,6 +97,17 @@ def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None)
     ax.set_ylabel("bits/dim")
     ax.grid(alpha=0.3)
     ax.legend()
+    if frames:
+        steps = [step for step, _ in frames]
+        ax = axes[0, 1]
+        ax.plot(steps, [bits[0] for _, bits in frames], "o-", label="frame 1", color="tab:red")
+        ax.plot(steps, [sum(bits[1:]) / len(bits[1:]) for _, bits in frames], "o-",
+                label=f"frames 2..{len(frames[0][1])} (mean)", color="tab:green")
+        ax.set_xlabel("step")
+        ax.set_ylabel("test bits per frame")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)

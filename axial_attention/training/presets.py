@@ -16,10 +16,11 @@ and `axial/config_imagenet64.py` of the google-research/google-research reposito
     total_bs                            64           64           batch_size (per process; see below)
     model_config.img_size               32           64           size; levels 256 (8-bit images)
     model_config.optim.grad_clip_norm   1.0          1.0          the trainer always clips at 1.0
+    model_config.optim.warmup           5000         5000         warmup
 
 What the presets cannot carry, so a run with them is the paper's setting only in these fields:
-- `optim.warmup` 5000 steps: the trainer's warm-up is fixed (10% of the steps, at most 100) and its
-  schedule decays by a cosine; the official schedule after warm-up is not reproduced.
+- the schedule after the warm-up: the trainer decays by a cosine to 5% of the peak; the official
+  schedule after warm-up is not reproduced.
 - `ardec.num_exterior_layers` 8: the official model orders the channels outermost and encodes the
   earlier channels with that stack; this package orders them innermost, which needs no such stack.
 - `ardec.hdim_factor` 1, `emb_init_scale` 5.0, `res_init_scale` 1e-10: initialisation and feed-forward
@@ -34,7 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 # The shared fields of both presets (see the module docstring for their sources).
 _COMMON: dict[str, Any] = {"heads": 16, "depth": 8, "inner_depth": 8, "ema": True, "ema_decay": 0.99995,
-                           "weight_decay": 0.0, "attn_dropout": 0.0, "batch_size": 64, "levels": 256}
+                           "weight_decay": 0.0, "attn_dropout": 0.0, "batch_size": 64, "levels": 256, "warmup": 5000}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "imagenet32": {**_COMMON, "dim": 1536, "lr": 1e-4, "dropout": 0.04, "size": 32},

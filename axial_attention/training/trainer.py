@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..autoregressive import AutoregressiveAxialTransformer
 from ..pretrained import WEIGHTS_NAME, write_atomically
 from .data import ImageData, batch_indices, load_images
+from .defaults import CHOSEN_FOR_DATA, available_memory, data_defaults, step_memory
 from .devices import autocast, check_precision, cpu_threads, init_distributed, select_device
 from .ema import ExponentialMovingAverage
 from .pictures import save_animation, save_curves, save_grid
@@ -37,10 +38,13 @@ from .pictures import save_animation, save_curves, save_grid
 STATE_NAME, METRICS_NAME, RESULTS_NAME = "training_state.pt", "metrics.jsonl", "results.json"
 CURVES_NAME, SAMPLES_NAME = "curves.png", "samples.png"
 STATE_FORMAT = 1
+EVAL_TOKENS = 256 * 64  # tokens per evaluation batch: 256 digits, 8 clips of 8 x 16 x 16
 # Arguments that define the trajectory: resuming with other values would not continue the same run.
 RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr",
                      "weight_decay", "dim", "heads", "depth", "inner_depth", "dropout", "attn_dropout", "ema",
-                     "ema_decay")
+                     "ema_decay", "past_window", "past_slices", "warmup")
+# What a run saved before an option existed used (its args lack the key).
+BEFORE_THE_OPTION = {"past_window": 0}
 
 
 class RunError(ValueError):
@@ -61,16 +65,21 @@ class TrainConfig:
     size: Optional[int] = None
     out: Optional[str] = None  # default: runs/<data set name>, e.g. runs/digits
     steps: int = 1200
-    batch_size: int = 32
+    # None: chosen for the data (defaults.py): the digits' tuned values, lighter ones for larger items
+    batch_size: Optional[int] = None
     grad_accum: int = 1
     lr: float = 2e-3
+    warmup: Optional[int] = None  # steps; None: 10% of --steps, at most 100
     weight_decay: float = 0.1
-    dim: int = 64
+    dim: Optional[int] = None
     heads: int = 4
-    depth: int = 4
+    depth: Optional[int] = None
     inner_depth: Optional[int] = None
-    dropout: float = 0.3
-    attn_dropout: float = 0.3
+    dropout: Optional[float] = None
+    attn_dropout: Optional[float] = None
+    past_window: Optional[int] = None  # 0: off
+    past_slices: int = 1
+    activation_checkpointing: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -89,6 +98,11 @@ class TrainConfig:
         if self.out is None:
             self.out = str(Path("runs") / (Path(self.data.rstrip("/\\")).stem or "data"))
 
+    def for_data(self, image_shape: Sequence[int]) -> TrainConfig:
+        """This configuration with the options left as None chosen for items of `image_shape`."""
+        chosen = data_defaults(image_shape)
+        return dataclasses.replace(self, **{k: chosen[k] for k in CHOSEN_FOR_DATA if getattr(self, k) is None})
+
 
 class _BitsPerDim(nn.Module):
     """The training loss as a module, so DDP and torch.compile see one forward: mean bits/dim.
@@ -105,9 +119,10 @@ class _BitsPerDim(nn.Module):
         return -nats.mean() / (x[0].numel() * math.log(2))
 
 
-def learning_rate(step: int, steps: int, peak: float) -> float:
-    """Linear warm-up over the first 10% of steps (at most 100), then cosine decay to 5% of the peak."""
-    warmup = max(1, min(100, steps // 10))
+def learning_rate(step: int, steps: int, peak: float, warmup: Optional[int] = None) -> float:
+    """Linear warm-up over `warmup` steps (default: the first 10% of steps, at most 100), then cosine decay
+    to 5% of the peak."""
+    warmup = max(1, min(100, steps // 10) if warmup is None else warmup)
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
@@ -115,21 +130,46 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 
 @torch.no_grad()
-def evaluate_bits_per_dim(model: nn.Module, images: Tensor, labels: Optional[Tensor],
-                          rank: int = 0, world: int = 1, batch: int = 256) -> float:
-    """Mean bits/dim over `images` in float32, each rank scoring its shard (all ranks get the total)."""
+def evaluate_bits(model: nn.Module, images: Tensor, labels: Optional[Tensor],
+                  rank: int = 0, world: int = 1, batch: Optional[int] = None) -> tuple[float, list[float]]:
+    """Mean bits/dim over `images` in float32, and the mean bits of each slice of the first axis (each
+    frame of a video, each row of an image) given the slices before it; each rank scores its shard and all
+    ranks get the totals. `batch`: items per forward pass (default: about 16k tokens, 256 digits)."""
+    batch = batch or max(1, EVAL_TOKENS // images[0].numel())
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total = torch.zeros(2, dtype=torch.float64, device=device)
+    total = torch.zeros(1 + images.shape[2], dtype=torch.float64, device=device)  # count, bits of each slice
     for part in torch.arange(rank, len(images), world).split(batch):
         y = None if labels is None else labels[part].to(device)
-        total[0] += model.bits_per_dim(images[part].to(device), y).double().sum()
-        total[1] += len(part)
+        total[1:] += model.bits_per_slice(images[part].to(device), y).double().sum(0)
+        total[0] += len(part)
     model.train(was_training)
     if world > 1:
         dist.all_reduce(total)
-    return float(total[0] / total[1])
+    per_slice = total[1:] / total[0]
+    return float(per_slice.sum() / images[0].numel()), per_slice.tolist()
+
+
+def evaluate_bits_per_dim(model: nn.Module, images: Tensor, labels: Optional[Tensor],
+                          rank: int = 0, world: int = 1, batch: Optional[int] = None) -> float:
+    """Mean bits/dim over `images` (see `evaluate_bits`)."""
+    return evaluate_bits(model, images, labels, rank, world, batch)[0]
+
+
+def format_frames(per_frame: list[float]) -> str:
+    """One line: the bits of each frame, and the later frames' mean against the first's."""
+    line = f"bits per frame: {', '.join(f'{b:.1f}' for b in per_frame)}"
+    if len(per_frame) > 1 and per_frame[0] > 0:
+        later = sum(per_frame[1:]) / (len(per_frame) - 1)
+        line += f"   (frames 2..{len(per_frame)}: {later / per_frame[0]:.2f} of frame 1's)"
+    return line
+
+
+def frame_record(model: AutoregressiveAxialTransformer, per_slice: list[float]) -> dict:
+    """What a video run logs beside its bits/dim: the test bits of each frame (empty for images: their
+    slices are rows, which all cost alike only by accident)."""
+    return {"test_bits_per_frame": per_slice} if model.num_axes > 2 else {}
 
 
 def completions_of(model: AutoregressiveAxialTransformer, originals: Tensor, labels: Optional[Tensor], keep: int,
@@ -183,7 +223,7 @@ def _load_state(path: Path, device: torch.device) -> dict:
 
 
 def _check_resumable(state: dict, config: TrainConfig, world: int, path: Path) -> None:
-    saved = state["args"]
+    saved = {**BEFORE_THE_OPTION, **state["args"]}
     differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {getattr(config, k)!r}"
               for k in RESUME_MUST_MATCH if saved.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
     if differ:
@@ -226,12 +266,36 @@ def _check_config(config: TrainConfig, world: int) -> None:
     for name in ("dropout", "attn_dropout", "ema_decay"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise RunError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(config, name)}")
+    if config.past_window < 0 or (config.past_window and config.past_window % 2 == 0):
+        raise RunError(f"--past-window must be 0 (off) or odd (a centre and the same reach on each side), "
+                       f"got {config.past_window}")
+    if config.warmup is not None and config.warmup < 0:
+        raise RunError(f"--warmup must be >= 0 steps, got {config.warmup}")
+
+
+def _check_memory(model: AutoregressiveAxialTransformer, config: TrainConfig, world: int, device: torch.device,
+                  rank: int) -> None:
+    """Say what a step will need, and refuse a run that cannot fit instead of swapping the machine to death."""
+    micro = config.batch_size // world // config.grad_accum
+    # weights, gradients, AdamW's two moments and the EMA copy, in float32
+    needed = step_memory(model, micro, config.activation_checkpointing) + 20 * sum(p.numel() for p in model.parameters())
+    if rank == 0:
+        print(f"memory: about {needed / 2**30:.1f} GiB for a training step ({micro} items of {model.image_shape} a "
+              f"micro-batch at width {model.token_emb.embedding_dim})", flush=True)
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise RunError(
+            f"a training step needs about {needed / 2**30:.1f} GiB but {device} has {available / 2**30:.1f} GiB "
+            f"available: lower --batch-size ({config.batch_size}), split it with --grad-accum, pass "
+            f"--activation-checkpointing (keeps about a tenth of the activations), or lower --dim / --depth")
 
 
 def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     """Train (or resume) a run as configured; returns the results written to results.json.
     `train(steps=100, out="runs/x")` is `train(TrainConfig(steps=100, out="runs/x"))`."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
+    data = load_images(config.data, config.levels, config.size, video=config.video)
+    config = config.for_data(data.image_shape)
     rank, world, local_rank = init_distributed(config.device)
     _check_config(config, world)
     device = select_device(config.device, local_rank)
@@ -246,14 +310,15 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
         elif not config.overwrite:
             raise RunError(f"--out {out} already holds a run ({STATE_NAME}); pass --resume to continue it, "
                            f"--overwrite to start it again, or choose another --out")
-    data = load_images(config.data, config.levels, config.size, video=config.video)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank (and so the same EMA)
     model = AutoregressiveAxialTransformer(
         data.image_shape, data.levels, dim=config.dim, heads=config.heads, depth=config.depth,
         inner_depth=config.inner_depth, dropout=config.dropout, attn_dropout=config.attn_dropout,
-        num_classes=data.num_classes,
+        num_classes=data.num_classes, past_window=config.past_window or None, past_slices=config.past_slices,
     ).to(device)
+    model.activation_checkpointing = config.activation_checkpointing
+    _check_memory(model, config, world, device, rank)
     torch.manual_seed(config.seed + rank)  # but different dropout masks
     out.mkdir(parents=True, exist_ok=True)  # only now: a mistake in the arguments leaves no folder behind
     ema = ExponentialMovingAverage(model, config.ema_decay) if config.ema else None
@@ -317,7 +382,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     model.train()
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config.steps, config.lr)
+            group["lr"] = learning_rate(step, config.steps, config.lr, config.warmup)
         idx = batch_indices(step, len(train_x), config.batch_size, config.seed, rank, world)
         step_loss = torch.zeros((), device=device)
         for m, part in enumerate(idx.split(micro)):
@@ -356,8 +421,8 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
             bar.set_postfix(bits_per_dim=f"{window / window_steps:.3f}", refresh=False)
             window, window_steps = 0.0, 0
         if done % config.eval_every == 0 or done == config.steps:
-            test_bpd = evaluate_bits_per_dim(eval_model, test_x, test_y, rank, world)
-            log({"step": done, "test_bits_per_dim": test_bpd})
+            test_bpd, per_slice = evaluate_bits(eval_model, test_x, test_y, rank, world)
+            log({"step": done, "test_bits_per_dim": test_bpd, **frame_record(model, per_slice)})
             bar.set_postfix(test_bits_per_dim=f"{test_bpd:.3f}", refresh=False)
         if done % config.checkpoint_every == 0 or done == config.steps:
             checkpoint(done)
@@ -374,15 +439,18 @@ def _finish(config: TrainConfig, data: ImageData, model: AutoregressiveAxialTran
             world: int, train_seconds: float) -> dict:
     """Final test bits/dim, samples, curves and results.json."""
     test_x, test_y = data.split("test")
-    test_bpd = evaluate_bits_per_dim(model, test_x, test_y, rank, world)
+    test_bpd, per_slice = evaluate_bits(model, test_x, test_y, rank, world)
     uniform = math.log2(data.levels)
-    results = {"status": "finished", "test_bits_per_dim": test_bpd, "uniform_bits_per_dim": uniform,
+    results = {"status": "finished", "test_bits_per_dim": test_bpd, **frame_record(model, per_slice),
+               "uniform_bits_per_dim": uniform,
                "steps": config.steps,
                "train_images": len(data.train_images), "test_images": len(data.test_images),
                "world_size": world, "train_seconds_this_process": round(train_seconds, 1),
                "args": dataclasses.asdict(config)}
     if rank == 0:
         print(f"test bits/dim: {test_bpd:.3f}   (uniform baseline log2({data.levels}) = {uniform:.3f})")
+        if "test_bits_per_frame" in results:
+            print(f"test {format_frames(per_slice)}")
         if not (out / WEIGHTS_NAME).exists():
             model.save_pretrained(out)
         save_samples(model, out / SAMPLES_NAME, config.samples_per_row, config.seed, test=(test_x, test_y))
