@@ -17,6 +17,9 @@ from .neighbourhood import PastNeighbourhoodAttention
 from .positional import AxialPositionalEmbedding
 from .reversible import ReversibleSequence
 
+# lucidrains' axial-attention 0.6.1's module surface (its SelfAttention is exported here too, as in 0.6.1)
+from .axial_attention import SelfAttention  # noqa: E402  (imports the modules above)
+
 __version__ = "0.2.0"
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "PastNeighbourhoodAttention",
     "PositionSensitiveAxialAttention",
     "ReversibleSequence",
+    "SelfAttention",
     "attend_along_axis",
     "axial_resnet26s",
     "axial_resnet50l",

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compat import convert_lucidrains_on_load, upgrade_lucidrains_pickle
 from .validation import (
     check_axial_input,
     check_axis_flags,
@@ -262,6 +263,16 @@ class AxialAttention(nn.Module):
             AxisAttention(dim, axis, heads, dim_heads, causal=axis_causal, dropout=dropout)
             for axis, axis_causal in zip(range(1, num_dimensions + 1), self.causal)
         )
+        self.register_load_state_dict_pre_hook(convert_lucidrains_on_load)  # 0.6.1's state dicts load too
+
+    def __setstate__(self, state: dict) -> None:
+        if not upgrade_lucidrains_pickle(self, state):  # a whole AxialAttention pickled by 0.6.1
+            super().__setstate__(state)
+
+    @property
+    def total_dimensions(self) -> int:
+        """The number of dims of x (batch, embedding and the axial axes): 0.6.1's name for num_dimensions + 2."""
+        return self.num_dimensions + 2
 
     def extra_repr(self) -> str:
         first = self.axial_attentions[0]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AxisAttention
+from .compat import convert_lucidrains_on_load, upgrade_lucidrains_pickle
 from .positional import AxialPositionalEmbedding
 from .reversible import CouplingBlock, ReversibleSequence
 from .validation import (
@@ -203,6 +204,11 @@ class AxialImageTransformer(nn.Module):
         # An odd number of sublayers (odd N and depth) leaves the last block with f only.
         blocks = [CouplingBlock(*sublayers[i : i + 2]) for i in range(0, len(sublayers), 2)]
         self.layers = ReversibleSequence(blocks) if reversible else _ResidualSequence(blocks)
+        self.register_load_state_dict_pre_hook(convert_lucidrains_on_load)  # 0.6.1's state dicts load too
+
+    def __setstate__(self, state: dict) -> None:
+        if not upgrade_lucidrains_pickle(self, state):  # a whole AxialImageTransformer pickled by 0.6.1
+            super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, depth={self.depth}, heads={self.heads}, dim_heads={self.dim_heads}, "

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compat import upgrade_lucidrains_pickle
 from .validation import check_axial_input, check_bool, check_int, check_shape, describe, normalize_dim_index
 
 
@@ -61,6 +62,15 @@ class AxialPositionalEmbedding(nn.Module):
             param_shape[self.emb_dim_index] = width
             param_shape[axis] = length
             setattr(self, f"param_{i}", nn.Parameter(torch.randn(param_shape)))
+
+    def __setstate__(self, state: dict) -> None:
+        if not upgrade_lucidrains_pickle(self, state):  # a whole AxialPositionalEmbedding pickled by 0.6.1
+            super().__setstate__(state)
+
+    @property
+    def num_axials(self) -> int:
+        """0.6.1's name for num_axes."""
+        return self.num_axes
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, shape={self.shape}, emb_dim_index={self.emb_dim_index}, "

@@ -22,7 +22,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .validation import check_bool, describe
+from .compat import convert_lucidrains_on_load, upgrade_lucidrains_pickle
+from .validation import check_bool, check_bool_pair, describe
 
 
 class CouplingBlock(nn.Module):
@@ -35,9 +36,12 @@ class CouplingBlock(nn.Module):
                 raise TypeError(f"{name} must be an nn.Module (or None for g), got {type(fn).__name__}")
         self.f, self.g = f, g
 
-    def forward(self, x1: Tensor, x2: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        y1 = x1 + self.f(x2, **kwargs)
-        y2 = x2 if self.g is None else x2 + self.g(y1, **kwargs)
+    def forward(
+        self, x1: Tensor, x2: Tensor, arg_route: tuple[bool, bool] = (True, True), **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
+        route_f, route_g = arg_route
+        y1 = x1 + self.f(x2, **(kwargs if route_f else {}))
+        y2 = x2 if self.g is None else x2 + self.g(y1, **(kwargs if route_g else {}))
         return y1, y2
 
 
@@ -92,12 +96,16 @@ class _Tape:
 
     kwargs: dict[str, Any]
     preserve_rng_state: bool
+    arg_route: tuple[bool, bool]  # whether f, and whether g, gets the kwargs
     outputs: Optional[tuple[Tensor, Tensor]] = None  # the current block's (y1, y2), rebuilt top-down
     owned: tuple[bool, bool] = (False, False)  # whether each was rebuilt here (else it is a saved output)
     rng: list[tuple[Optional[_RngState], Optional[_RngState]]] = field(default_factory=list)
 
 
-def _call(fn: nn.Module, inp: Tensor, tape: _Tape, kw_names: list[str], kw_values: tuple) -> Tensor:
+def _call(fn: nn.Module, inp: Tensor, tape: _Tape, kw_names: list[str], kw_values: tuple, which: int) -> Tensor:
+    """fn (f: which=0, g: which=1) on inp, with the kwargs if arg_route sends them to it."""
+    if not tape.arg_route[which]:
+        return fn(inp)
     return fn(inp, **tape.kwargs, **dict(zip(kw_names, kw_values)))
 
 
@@ -117,9 +125,9 @@ class _CouplingFunction(torch.autograd.Function):
         ctx.autocast, ctx.autocast_cache = _autocast_state(), torch.is_autocast_cache_enabled()
         capture = (lambda: _RngState.capture((x1, x2))) if tape.preserve_rng_state else (lambda: None)
         rng_f = capture()
-        y1 = x1 + _call(block.f, x2, tape, kw_names, kw_values)
+        y1 = x1 + _call(block.f, x2, tape, kw_names, kw_values, 0)
         rng_g = capture()
-        y2 = x2.clone() if block.g is None else x2 + _call(block.g, y1, tape, kw_names, kw_values)
+        y2 = x2.clone() if block.g is None else x2 + _call(block.g, y1, tape, kw_names, kw_values, 1)
         tape.rng.append((rng_f, rng_g))
         if is_last:
             ctx.save_for_backward(y1, y2)
@@ -140,12 +148,13 @@ class _CouplingFunction(torch.autograd.Function):
         wrt = [*ctx.params, *(t for t in kw if t.requires_grad)]
         grads: list[Optional[Tensor]] = [None] * len(wrt)
 
-        def vjp(fn: nn.Module, inp: Tensor, rng: Optional[_RngState], grad_out: Tensor) -> tuple[Tensor, Tensor]:
+        def vjp(fn: nn.Module, which: int, inp: Tensor, rng: Optional[_RngState], grad_out: Tensor
+                ) -> tuple[Tensor, Tensor]:
             """Recompute fn(inp) exactly as in the forward; return it and grad_out's pull-back to inp."""
             inp = inp.detach().requires_grad_(True)
             with torch.enable_grad(), _autocast_as(ctx.autocast, ctx.autocast_cache):
                 with rng.replay() if rng is not None else contextlib.nullcontext():
-                    out = _call(fn, inp, tape, ctx.kw_names, kw)
+                    out = _call(fn, inp, tape, ctx.kw_names, kw, which)
             # Outside autocast, as autograd runs any backward: autocast governs the forward ops only.
             d_inp, *d_wrt = torch.autograd.grad(out, [inp, *wrt], grad_out, allow_unused=True)
             for i, g in enumerate(d_wrt):
@@ -161,10 +170,10 @@ class _CouplingFunction(torch.autograd.Function):
             if ctx.block.g is None:
                 x2, dx1 = y2, dy1
             else:
-                gy1, dg = vjp(ctx.block.g, y1, rng_g, dy2)
+                gy1, dg = vjp(ctx.block.g, 1, y1, rng_g, dy2)
                 x2, dx1, own2 = minus(y2, gy1, own2), dy1 + dg, True
                 del y2, gy1, dg
-            fx2, df = vjp(ctx.block.f, x2, rng_f, dx1)
+            fx2, df = vjp(ctx.block.f, 0, x2, rng_f, dx1)
             x1, dx2 = minus(y1, fx2, own1), dy2 + df
             del y1, fx2, df
         if ctx.index > 0:
@@ -181,9 +190,10 @@ class ReversibleSequence(nn.Module):
 
     blocks: (f, g) pairs of modules mapping a tensor to one of the same shape; g may be None.
         Block i computes y1 = x1 + f(x2), y2 = x2 + g(y1).
-    forward(x, **kwargs): x of any shape -> the same shape. Both streams start as x and the output is
-        their mean (as in `axial-attention` 0.6.1). `forward_streams(x1, x2)` runs two given streams.
-        kwargs go to every f and g; tensors among them may require grad and receive it.
+    forward(x, arg_route=(True, True), **kwargs): x of any shape -> the same shape. Both streams start as
+        x and the output is their mean (as in `axial-attention` 0.6.1). `forward_streams(x1, x2)` runs two
+        given streams. kwargs go to every f (if arg_route[0]) and every g (if arg_route[1]), as in 0.6.1;
+        tensors among them may require grad and receive it.
 
     While gradients are needed, activations are recomputed in backward instead of stored, so memory
     does not grow with the number of blocks; the recomputation replays the forward's CPU and CUDA
@@ -209,18 +219,26 @@ class ReversibleSequence(nn.Module):
             raise ValueError("blocks must hold at least one (f, g) pair, got none")
         self.blocks = nn.ModuleList(coupled)
         self.preserve_rng_state = check_bool("preserve_rng_state", preserve_rng_state)
+        self.register_load_state_dict_pre_hook(convert_lucidrains_on_load)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if not upgrade_lucidrains_pickle(self, state):  # a whole ReversibleSequence pickled by 0.6.1
+            super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return f"blocks={len(self.blocks)}, preserve_rng_state={self.preserve_rng_state}"
 
-    def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
+    def forward(self, x: Tensor, arg_route: tuple[bool, bool] = (True, True), **kwargs: Any) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        y1, y2 = self.forward_streams(x, x, **kwargs)
+        y1, y2 = self.forward_streams(x, x, arg_route, **kwargs)
         return (y1 + y2) * 0.5
 
-    def forward_streams(self, x1: Tensor, x2: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    def forward_streams(
+        self, x1: Tensor, x2: Tensor, arg_route: tuple[bool, bool] = (True, True), **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
         """Run both streams, (x1, x2) -> (y1, y2), each of x1's shape."""
+        arg_route = check_bool_pair("arg_route", arg_route)
         for name, t in (("x1", x1), ("x2", x2)):
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -232,9 +250,9 @@ class ReversibleSequence(nn.Module):
         needs_grad = any(t.requires_grad for t in (x1, x2, *kw_values, *self.parameters()))
         if not (torch.is_grad_enabled() and needs_grad):
             for block in self.blocks:
-                x1, x2 = block(x1, x2, **kwargs)
+                x1, x2 = block(x1, x2, arg_route, **kwargs)
             return x1, x2
-        tape = _Tape({k: v for k, v in kwargs.items() if k not in kw_names}, self.preserve_rng_state)
+        tape = _Tape({k: v for k, v in kwargs.items() if k not in kw_names}, self.preserve_rng_state, arg_route)
         last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
             block_params = [p for p in block.parameters() if p.requires_grad]
@@ -242,3 +260,20 @@ class ReversibleSequence(nn.Module):
                 x1, x2, block, tape, index, index == last, kw_names, len(kw_values), *kw_values, *block_params
             )
         return x1, x2
+
+
+# 0.6.1's axial_attention.reversible had these too; they live with its other names in axial_attention/axial_attention/.
+_LUCIDRAINS_NAMES = ("Deterministic", "ReversibleBlock", "IrreversibleBlock", "Function", "get_device_states",
+                     "set_device_states")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LUCIDRAINS_NAMES:
+        from . import axial_attention as lucidrains  # imported on use: that module imports this one
+
+        return getattr(lucidrains, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LUCIDRAINS_NAMES])

@@ -39,6 +39,13 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+def check_bool_pair(name: str, value: Any) -> tuple[bool, bool]:
+    """Two bools, e.g. ReversibleSequence's `arg_route=(True, False)`."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(v, bool) for v in value):
+        raise TypeError(f"{name} must be a pair of bools, got {value!r}")
+    return bool(value[0]), bool(value[1])
+
+
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")

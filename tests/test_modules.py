@@ -30,6 +30,7 @@ from axial_attention import (
     PastNeighbourhoodAttention,
     PositionSensitiveAxialAttention,
     ReversibleSequence,
+    SelfAttention,
 )
 
 SIZE = (4, 4)  # the axial lengths of a case's input unless it says otherwise; the batch is 2 unless a check says
@@ -83,6 +84,12 @@ CASES = {
                                                  channel_last(8), [(2, 4, 4, 8)]),
     "ReversibleSequence": Case(lambda: ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8)) for _ in range(2)]),
                                channel_last(8), [(2, 4, 4, 8)], fullgraph_training=False),
+    # 0.6.1's attention over a sequence: the axial lengths are flattened into one (16 tokens; 0 when one is 0).
+    "SelfAttention": Case(lambda: SelfAttention(8, 2), lambda batch, size: torch.randn(batch, size[0] * size[1], 8),
+                          [(2, 16, 8)]),
+    "SelfAttention(kv)": Case(lambda: SelfAttention(8, 2, dim_heads=3),
+                              lambda batch, size: torch.randn(batch, size[0] * size[1], 8), [(2, 16, 8)],
+                              lambda m, x: m(x, kv=x.flip(1)[:, : x.shape[1] // 2 + 1])),
     "AxialImageTransformer": Case(lambda: AxialImageTransformer(8, 2, heads=2, axial_pos_emb_shape=SIZE),
                                   channels_first(8), [(2, 8, 4, 4)], zero_length_axis=NAMES_THE_AXIS,
                                   fullgraph_training=False),
