@@ -8,22 +8,32 @@ on `attend_along_axis`, ChanLayerNorm on the transformer's norm, Deterministic o
 sequence's random-state replay). 0.6.1's `axial_attention.reversible` names that ours lacks
 (Deterministic, ReversibleBlock, IrreversibleBlock) are defined here too and served by our
 reversible.py. None of our modules depends on anything here.
+
+A package directory rather than `axial_attention.py` on purpose: `pip install axial-attention` over
+this package writes its own `axial_attention.py` and `__init__.py`; Python imports this directory
+before a module file of the same name, and 0.6.1's `__init__.py` imports `axial_attention.axial_attention`
+first, so the installation check below runs (and says how to repair the clash) whichever `__init__.py`
+is in place.
 """
+from ..installation import check_installation
+
+check_installation()
+
 # 0.6.1's module imports these names too; they stay importable from here.
-from operator import itemgetter
-from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence
+from operator import itemgetter  # noqa: E402
+from types import MappingProxyType  # noqa: E402
+from typing import Any, Mapping, Optional, Sequence  # noqa: E402
 
-import torch
-from torch import Tensor, nn
-from torch.autograd.function import Function
-from torch.utils.checkpoint import get_device_states, set_device_states
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.autograd.function import Function  # noqa: E402
+from torch.utils.checkpoint import get_device_states, set_device_states  # noqa: E402
 
-from ..attention import AxialAttention, AxisAttention, attend_along_axis
-from ..image_transformer import AxialImageTransformer, _ChanNorm
-from ..positional import AxialPositionalEmbedding
-from ..reversible import ReversibleSequence, _RngState
-from ..validation import check_input, check_int, describe, normalize_dim_index
+from ..attention import AxialAttention, AxisAttention, attend_along_axis  # noqa: E402
+from ..image_transformer import AxialImageTransformer, _ChanNorm  # noqa: E402
+from ..positional import AxialPositionalEmbedding  # noqa: E402
+from ..reversible import ReversibleSequence, _RngState  # noqa: E402
+from ..validation import check_input, check_int, describe, normalize_dim_index  # noqa: E402
 
 __all__ = [
     "AxialAttention", "AxialImageTransformer", "AxialPositionalEmbedding", "ChanLayerNorm", "PermuteToFrom",
