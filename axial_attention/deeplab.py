@@ -213,7 +213,14 @@ class PositionSensitiveAxialAttention(nn.Module):
         # k_p . r^k_{p-o}, computed per key p, lines up by query under the same skew as q's.
         tq, tk = tq * s[1, :, None, None], tk.flip(-1) * s[2, :, None, None]
         tv_abs = _by_position(tv)
-        sv, sve, weights = self._attend(q, k, v, tq, tk, s[0, :, None, None, None], tv_abs, window, need_weights)
+        rel_scale = None
+        if not self.training:  # the q.v half of bn_output is already in v (see _eval_projection)
+            bn = self.bn_output
+            rel_scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps))[self.out_channels :]
+            rel_scale = rel_scale.view(heads, 1, 1, -1).to(q.dtype)
+        sv, sve, weights = self._attend(
+            q, k, v, tq, tk, s[0, :, None, None, None], tv_abs, window, need_weights, rel_scale
+        )
 
         # (heads, batch, lines, L, dv) -> (batch, heads, dv, height, width)
         order = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 4, 2, 3)
@@ -222,11 +229,16 @@ class PositionSensitiveAxialAttention(nn.Module):
             stacked = stacked.permute(order[0] + 1, 0, *(i + 1 for i in order[1:]))
             out = self.bn_output(stacked.reshape(batch, 2 * self.out_channels, lines * length))
             out = out.view(batch, 2, self.out_channels, *x.shape[2:]).sum(1)
-        else:  # the q.v half of bn_output is already in v (see _eval_projection)
-            bn = self.bn_output
-            rel_scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps))[self.out_channels :]
-            out = sv.addcmul_(sve, rel_scale.view(heads, 1, 1, -1)).view(heads, batch, lines, length, self.dim_v)
-            out = out.permute(order).reshape(batch, self.out_channels, *x.shape[2:])
+        elif sve is not None:  # with autograd the terms come apart: sum them here
+            out = torch.addcmul(sv.view(heads, -1, length, self.dim_v), sve.view(heads, -1, length, self.dim_v),
+                                rel_scale)
+            out = out.view(heads, batch, lines, length, self.dim_v).permute(order)
+            out = out.reshape(batch, self.out_channels, *x.shape[2:])
+        else:  # already summed: laid out once, in x's memory format
+            out = torch.empty((batch, self.out_channels, *x.shape[2:]), dtype=sv.dtype, device=sv.device,
+                              memory_format=_memory_format(x))
+            out.view(batch, heads, self.dim_v, *x.shape[2:]).copy_(
+                sv.view(heads, batch, lines, length, self.dim_v).permute(order))
         if self.stride > 1:
             # ceil_mode matches a stride-s 1x1 convolution's output size, so odd sizes meet the shortcut.
             out = F.avg_pool2d(out, self.stride, self.stride, ceil_mode=True)
@@ -235,32 +247,70 @@ class PositionSensitiveAxialAttention(nn.Module):
         weights = weights.view(heads, batch, lines, length, length)
         return out, weights.permute((1, 0, 3, 2, 4) if self.axis == 2 else (1, 0, 2, 3, 4))
 
-    # Rows of (batch * lines) are attended this many scores at a time, so that a chunk's (L, L)
-    # temporaries stay in cache instead of being allocated (and page-faulted) at full size.
+    # Each chunk attends this many (query, key) scores: its (L, L) temporaries then stay in cache instead of
+    # being allocated (and page-faulted) at full size. A chunk is some rows of one head, or whole heads.
     chunk_scores = 1 << 18
 
-    def _attend(self, q, k, v, tq, tk, s_qk, tv_abs, window, need_weights):
-        """Softmax attention of Eq. 4 -> (q.v term, value-relative term, weights or None), each per head and row."""
+    def _attend(self, q, k, v, tq, tk, s_qk, tv_abs, window, need_weights, rel_scale=None):
+        """Softmax attention of Eq. 4 -> (q.v term, value-relative term, weights or None), each (heads * rows, L, ...).
+
+        With `rel_scale` (heads, 1, 1, dv) and without autograd, the value-relative term times that scale
+        is added into the q.v term as each chunk ends (and None is returned for it).
+
+        q, k, v are strided views of one contiguous (heads, rows, L, group) tensor. A chunk takes rows
+        [r0, r1) of one head, or every row of heads [h0, h1): either way its (head, row) pairs are one
+        contiguous range of the flattened index, so q, k and v of a chunk are views that the products read
+        in place, and the products write straight into slices of the outputs (without autograd,
+        through out=; with it, by assignment).
+        """
         heads, rows, length, dq = q.shape
-        sv, sve = q.new_empty(heads, rows, length, self.dim_v), q.new_empty(heads, rows, length, self.dim_v)
-        all_weights = q.new_empty(heads, rows, length, length) if need_weights else None
-        step = max(1, self.chunk_scores // (heads * length * length))
+        dv = self.dim_v
+        all_weights = q.new_empty(heads * rows, length, length) if need_weights else None
+        per_chunk = max(1, self.chunk_scores // (length * length))  # rows of one head
+        head_step, row_step = (max(1, per_chunk // rows), rows) if per_chunk >= rows > 0 else (1, per_chunk)
+        track = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, tq, tk, s_qk, tv_abs))
+        fused = rel_scale is not None and not track
+        sv = q.new_empty(heads * rows, length, dv)
+        sve = None if fused else q.new_empty(heads * rows, length, dv)
         # An empty batch runs one empty chunk, so that the outputs stay connected to the inputs for backward.
-        for start in range(0, max(rows, 1), step):
-            part = slice(start, start + step)
-            qc, kc = q[:, part], k[:, part]
-            logits = _relative(qc, tq) + _relative(kc, tk).transpose(-1, -2)
-            # In-place baddbmm_ is not autocast: the float32 scales must not promote the bf16 chunk.
-            scaled_q = (qc * s_qk.to(qc.dtype)).flatten(0, 1)
-            logits.view(heads * qc.shape[1], length, length).baddbmm_(scaled_q, kc.flatten(0, 1).mT)
-            if window is not None:
-                logits.masked_fill_(~window, float("-inf"))
-            weights = logits.softmax(dim=-1)
-            sv[:, part] = weights @ v[:, part]
-            sve[:, part] = _value_relative(weights, tv_abs)
-            if need_weights:
-                all_weights[:, part] = weights
+        for h0 in range(0, heads, head_step):
+            for r0 in range(0, max(rows, 1), row_step):
+                hs, rs = slice(h0, h0 + head_step), slice(r0, r0 + row_step)
+                qc, kc, vc = q[hs, rs], k[hs, rs], v[hs, rs]
+                hc, rc = qc.shape[:2]
+                flat = slice(h0 * rows + r0, h0 * rows + r0 + hc * rc)
+                n = hc * rc
+                rel_q = torch.bmm(qc.view(hc, rc * length, dq), tq[hs]).view(n, length, tq.shape[-1])
+                rel_k = torch.bmm(kc.view(hc, rc * length, dq), tk[hs]).view(n, length, tk.shape[-1])
+                logits = skew(rel_q) + skew(rel_k).transpose(-1, -2)
+                # In-place baddbmm_ is not autocast: the float32 scales must not promote the bf16 chunk.
+                scaled_q = (qc * s_qk[hs].to(qc.dtype)).view(n, length, dq)
+                logits.baddbmm_(scaled_q, kc.view(n, length, dq).mT)
+                if window is not None:
+                    logits.masked_fill_(~window, float("-inf"))
+                weights = logits.softmax(dim=-1)
+                # sum_p a_op r^v_{p-o}: per query o, its weights of every row times the (L, dv) table slice of o.
+                by_query = weights.transpose(0, 1)  # (Lq, n, Lk)
+                if track:
+                    sv[flat] = torch.bmm(weights, vc.view(n, length, dv))
+                    sve[flat] = torch.bmm(by_query, tv_abs).transpose(0, 1)
+                else:  # products write only contiguous outputs: a strided out= falls back to one GEMM per matrix
+                    torch.bmm(weights, vc.view(n, length, dv), out=sv[flat])
+                    term = torch.bmm(by_query, tv_abs).transpose(0, 1).view(hc, rc, length, dv)
+                    if not fused:
+                        sve[flat] = term.flatten(0, 1)
+                    else:  # eval: the term goes straight into the sum, with its bn_output scale
+                        sv[flat].view(hc, rc, length, dv).addcmul_(term, rel_scale[hs])
+                if need_weights:
+                    all_weights[flat] = weights
         return sv, sve, all_weights
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last for a channels-last map (that is not also plainly contiguous), else contiguous."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def _by_position(table: Tensor) -> Tensor:
@@ -269,20 +319,6 @@ def _by_position(table: Tensor) -> Tensor:
     pos = torch.arange(length, device=table.device)
     offset = (pos - pos[:, None] + length - 1).flatten()  # [o, p] row-major
     return table.t()[offset].view(length, length, -1)
-
-
-def _relative(t: Tensor, table: Tensor) -> Tensor:
-    """t_o . r_{p-o} for t (heads, rows, L, d) and table (heads or 1, d, 2L - 1): a (heads, rows, L, L) view."""
-    heads, rows, length, dim = t.shape
-    rel = torch.bmm(t.reshape(heads, rows * length, dim), table.expand(heads, -1, -1))
-    return skew(rel.view(heads, rows, length, rel.shape[-1]))
-
-
-def _value_relative(weights: Tensor, tv_abs: Tensor) -> Tensor:
-    """sum_p a_op r^v_{p-o}: per query o, its weights over every row times the (L, dv) table slice of o."""
-    heads, rows, length, _ = weights.shape
-    flat = weights.flatten(0, 1).transpose(0, 1)  # (Lq, heads * rows, Lk)
-    return torch.bmm(flat, tv_abs).transpose(0, 1).view(heads, rows, length, tv_abs.shape[-1])
 
 
 def _relative_moments(t: Tensor, table: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
