@@ -64,8 +64,8 @@ class TrainConfig:
     levels: Optional[int] = None
     size: Optional[int] = None
     out: Optional[str] = None  # default: runs/<data set name>, e.g. runs/digits
-    steps: int = 1200
     # None: chosen for the data (defaults.py): the digits' tuned values, lighter ones for larger items
+    steps: Optional[int] = None
     batch_size: Optional[int] = None
     grad_accum: int = 1
     lr: float = 2e-3
@@ -379,6 +379,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", dynamic_ncols=True,
                disable=rank != 0 or not config.progress)
     window, window_steps, started = 0.0, 0, time.perf_counter()
+    evaluating, last_eval = 0.0, None  # seconds spent on test evaluations; the latest (step, bits/dim, per slice)
     model.train()
     for step in bar:
         for group in optimizer.param_groups:
@@ -421,13 +422,19 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
             bar.set_postfix(bits_per_dim=f"{window / window_steps:.3f}", refresh=False)
             window, window_steps = 0.0, 0
         if done % config.eval_every == 0 or done == config.steps:
+            evaluation_started = time.perf_counter()
             test_bpd, per_slice = evaluate_bits(eval_model, test_x, test_y, rank, world)
+            evaluating += time.perf_counter() - evaluation_started
+            last_eval = (done, test_bpd, per_slice)
             log({"step": done, "test_bits_per_dim": test_bpd, **frame_record(model, per_slice)})
             bar.set_postfix(test_bits_per_dim=f"{test_bpd:.3f}", refresh=False)
         if done % config.checkpoint_every == 0 or done == config.steps:
             checkpoint(done)
     bar.close()
-    return _finish(config, data, eval_model, out, rank, world, train_seconds=time.perf_counter() - started)
+    seconds = {"train_seconds_this_process": round(time.perf_counter() - started, 1),
+               "eval_seconds_this_process": round(evaluating, 1)}
+    final = last_eval[1:] if last_eval is not None and last_eval[0] == config.steps else None
+    return _finish(config, data, eval_model, out, rank, world, seconds, final)
 
 
 def _write_results(out: Path, results: dict) -> None:
@@ -436,16 +443,17 @@ def _write_results(out: Path, results: dict) -> None:
 
 
 def _finish(config: TrainConfig, data: ImageData, model: AutoregressiveAxialTransformer, out: Path, rank: int,
-            world: int, train_seconds: float) -> dict:
-    """Final test bits/dim, samples, curves and results.json."""
+            world: int, seconds: dict, final: Optional[tuple[float, list[float]]] = None) -> dict:
+    """Final test bits/dim (`final` when the loop's last evaluation has them), samples, curves and results.json.
+    `seconds`: the training loop's time in this process, and how much of it went to test evaluations."""
     test_x, test_y = data.split("test")
-    test_bpd, per_slice = evaluate_bits(model, test_x, test_y, rank, world)
+    test_bpd, per_slice = final or evaluate_bits(model, test_x, test_y, rank, world)
     uniform = math.log2(data.levels)
     results = {"status": "finished", "test_bits_per_dim": test_bpd, **frame_record(model, per_slice),
                "uniform_bits_per_dim": uniform,
                "steps": config.steps,
                "train_images": len(data.train_images), "test_images": len(data.test_images),
-               "world_size": world, "train_seconds_this_process": round(train_seconds, 1),
+               "world_size": world, **seconds,
                "args": dataclasses.asdict(config)}
     if rank == 0:
         print(f"test bits/dim: {test_bpd:.3f}   (uniform baseline log2({data.levels}) = {uniform:.3f})")
