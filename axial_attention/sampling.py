@@ -161,7 +161,8 @@ class PastSlices:
         kept = model.pixel_embeddings(model.token_emb(tokens.narrow(1, 0, keep)))  # (batch, keep, *space, dim)
         space = tuple(kept.shape[2:-1])
         self.pixels = self.attention.pad(kept.new_zeros(tokens.shape[0], tokens.shape[1], *space, kept.shape[-1]))
-        self.keys, self.values = torch.zeros_like(self.pixels), torch.zeros_like(self.pixels)
+        self.keys, self.values = (self.pixels.new_zeros(*self.pixels.shape[:-1], self.attention.kv_width)
+                                  for _ in range(2))
         self.valid = self.attention.valid(space, kept.device)
         if keep > 0:  # the kept slices in one pass; their outputs feed the first level
             self.attention.inside(self.pixels).narrow(1, 0, keep).copy_(kept)
