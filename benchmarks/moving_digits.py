@@ -27,7 +27,7 @@ from axial_attention import AutoregressiveAxialTransformer
 from axial_attention.training import TrainConfig, load_images, train
 from axial_attention.training.data import CLIP_FRAMES, MOVING_DIGIT_FRAMES, MOVING_DIGITS
 from axial_attention.training.devices import select_device
-from axial_attention.training.pictures import save_animation, save_completions
+from axial_attention.training.pictures import save_completions
 from axial_attention.training.trainer import completions_of, evaluate_bits
 from benchmarks.common import benchmark_parser, machine_description, markdown_table, set_threads, write_results
 
@@ -111,9 +111,8 @@ def main() -> None:
     originals, labels = test_clips[:6], test_labels[:6]
     completions = completions_of(video_model, originals, labels, 1, 2, generator=generator)
     pictures = out if args.quick else DOCS
-    save_completions(originals, completions, 1, 17, pictures / "moving_digits_completions.png")
-    save_animation(torch.cat([originals[:, None], completions], 1).flatten(0, 1), 17,
-                   pictures / "moving_digits_completions.gif", per_row=3)
+    for suffix in (".png", ".gif"):
+        save_completions(originals, completions, 1, 17, pictures / f"moving_digits_completions{suffix}")
     print(f"\nwrote {pictures / 'moving_digits_completions.png'} and .gif")
 
     results = {"video": video, "frames": frames, "frame_steps": frame_steps, "frame_model_bits_per_frame": frame_frames,

@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the first --num test images are used")
     c.add_argument("--temperature", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default="completions.png", help="PNG to write (default: completions.png)")
+    c.add_argument("--out", default="completions.png",
+                   help="PNG to write (default: completions.png), or for a video model a .gif (the clips play)")
     _add_device(c)
 
     e = commands.add_parser("evaluate", help="bits/dim of a trained model on a data set")

@@ -57,11 +57,15 @@ def save_animation(videos: Tensor, levels: int, path: Path, per_row: int) -> Non
 
 def save_completions(originals: Tensor, completions: Tensor, keep: int, levels: int, path: Path) -> None:
     """originals (N, C, *axes), completions (N, S, C, *axes). Images: one row per image — the original,
-    the kept rows (the rest blanked), then its completions. Videos: those as rows of frames, per clip."""
+    the kept rows (the rest blanked), then its completions. Videos: those as rows of frames, per clip, or
+    with a .gif path all of them playing, one row per clip."""
     kept = originals.clone()
     kept[:, :, keep:] = 0
     items = torch.cat([originals[:, None], kept[:, None], completions], dim=1)  # (N, 2 + S, C, *axes)
-    save_grid(items.flatten(0, 1), levels, path, per_row=items.shape[1])
+    if path.suffix.lower() == ".gif":
+        save_animation(items.flatten(0, 1), levels, path, per_row=items.shape[1])
+    else:
+        save_grid(items.flatten(0, 1), levels, path, per_row=items.shape[1])
 
 
 def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None) -> None:
