@@ -44,14 +44,7 @@ def gather_windows(t: Tensor, radius: int) -> Tensor:
     along the space axes, zero outside: (batch, *lead, *space, K, dim), K = (2 radius + 1) ** len(space),
     offsets in raster order (so the first K // 2 are the positions before the centre). `space` is all the
     axes from 2 on (axis 1 is the leading, slice axis)."""
-    space = t.ndim - 3
-    if 0 in t.shape[2:-1]:  # no positions, no windows (unfold needs a window's length along every axis)
-        return t.new_zeros(*t.shape[:-1], (2 * radius + 1) ** space, t.shape[-1])
-    padded = F.pad(t, (0, 0) + (radius, radius) * space)
-    windows = padded
-    for axis in range(2, 2 + space):
-        windows = windows.unfold(axis, 2 * radius + 1, 1)  # a strided view: (..., dim, k, k, ...)
-    return windows.movedim(t.ndim - 1, -1).flatten(t.ndim - 1, -2)
+    return _gather(t, radius, past=0)
 
 
 def window_at(padded: Tensor, position: tuple[int, ...], radius: int) -> Tensor:
@@ -134,7 +127,7 @@ class PastNeighbourhoodAttention(nn.Module):
 
     def _one_more(self, t: Tensor, value: float) -> Tensor:
         """(..., heads * e) -> (..., heads * (e + 1)), each head's extra channel set to `value`."""
-        return F.pad(t.unflatten(-1, (self.heads, -1)), (0, 1), value=value).flatten(-2)
+        return F.pad(t.unflatten(-1, (self.heads, t.shape[-1] // self.heads)), (0, 1), value=value).flatten(-2)
 
     def valid(self, space: tuple[int, ...], device: torch.device) -> Tensor:
         """Which window positions lie inside a slice of shape `space`: bool (*space, K)."""
@@ -164,7 +157,8 @@ class PastNeighbourhoodAttention(nn.Module):
         f, k, v = self.keys_values(pixels)
         exists = torch.arange(slices, device=pixels.device)[:, None] - self.past_slices + torch.arange(
             self.past_slices, device=pixels.device) >= 0  # (slices, S): slice i - S + j exists
-        mask = self.valid(space, pixels.device).unsqueeze(-2) & exists.view(slices, *(1,) * len(space), -1, 1)
+        exists = exists.view(slices, *(1,) * len(space), self.past_slices, 1)
+        mask = self.valid(space, pixels.device).unsqueeze(-2) & exists
         return self.attend(f, gather_past_windows(k, self.past_slices, self.radius),
                            gather_past_windows(v, self.past_slices, self.radius), mask.flatten(-2))
 
@@ -196,13 +190,25 @@ class PastNeighbourhoodAttention(nn.Module):
 
 def gather_past_windows(t: Tensor, past: int, radius: int) -> Tensor:
     """For every position (i, p) of t (batch, slices, *space, dim), the windows around p (as gather_windows)
-    in slices i - past .. i - 1, oldest first, zero outside the tensor: (batch, slices, *space, past * K, dim).
-    One copy: the slices and the space axes are unfolded as views, then laid out once."""
-    space = t.ndim - 3
-    if 0 in t.shape[1:-1]:  # no positions, no windows (unfold needs a window's length along every axis)
-        return t.new_zeros(*t.shape[:-1], past * (2 * radius + 1) ** space, t.shape[-1])
+    in slices i - past .. i - 1, oldest first, zero outside the tensor: (batch, slices, *space, past * K, dim)."""
+    return _gather(t, radius, past)
+
+
+def _gather(t: Tensor, radius: int, past: int) -> Tensor:
+    """Windows of t (batch, slices, *space, dim): of each position's own slice (past=0), or of the `past`
+    slices before it (oldest first). One indexed read of the zero-padded input: the indices are the padded
+    positions' own numbers unfolded into windows (an integer tensor, no gradient). Unfolding the input
+    itself is as fast eagerly, but its backward under torch.compile (2.13) returns wrong gradients for
+    overlapping windows."""
+    space, slices = t.ndim - 3, t.shape[1]
+    if 0 in t.shape[1:-1]:  # no positions, no windows
+        return t.new_zeros(*t.shape[:-1], max(past, 1) * (2 * radius + 1) ** space, t.shape[-1])
     padded = F.pad(t, (0, 0) + (radius, radius) * space + (past, 0))  # `past` zero slices before the first
-    windows = padded.narrow(1, 0, t.shape[1] + past - 1).unfold(1, past, 1)  # slice i: padded i .. i + past - 1
-    for axis in range(2, 2 + space):
-        windows = windows.unfold(axis, 2 * radius + 1, 1)  # (batch, slices, *space, dim, past, k, k, ...)
-    return windows.movedim(t.ndim - 1, -1).flatten(t.ndim - 1, -2)
+    ids = torch.arange(math.prod(padded.shape[1:-1]), device=t.device).view(padded.shape[1:-1])
+    if past:  # slice i reads padded slices i .. i + past - 1
+        windows = ids.narrow(0, 0, slices + past - 1).unfold(0, past, 1)
+    else:
+        windows = ids.unsqueeze(-1)
+    for axis in range(1, 1 + space):
+        windows = windows.unfold(axis, 2 * radius + 1, 1)  # (slices, *space, past or 1, k, k, ...)
+    return padded.flatten(1, -2)[:, windows.reshape(*t.shape[1:-1], -1)]
