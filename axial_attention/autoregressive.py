@@ -75,7 +75,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     a causal query: how a video model follows motion from frame to frame (neighbourhood.py). Needs at
     least two axes; its output joins every level's input.
     Set `model.activation_checkpointing = True` to recompute each decoder block in backward instead of
-    keeping its activations (less memory, about a third more time, the same gradients).
+    keeping its activations (less memory, about a quarter more time, the same gradients).
 
     forward(x, labels) -> logits (batch, num_levels, *image_shape): the logits at a position depend
     only on the positions before it in the order (raster over the axes, channels innermost).
@@ -156,10 +156,10 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self.inner = nn.ModuleList(block(n, True) for _ in range(depths[-1]))
         self.final_norm = nn.LayerNorm(dim)
         self.to_logits = nn.Linear(dim, num_levels)
-        # Opt-in: attention from each position into a window of the slices before it (neighbourhood.py),
-        # what a video model needs to follow motion. Its output joins every level's input.
         # Not part of the model (its config and weights): how training trades time for memory.
         self.activation_checkpointing = False
+        # Opt-in: attention from each position into a window of the slices before it (neighbourhood.py),
+        # what a video model needs to follow motion. Its output joins every level's input.
         self.past = None
         if past_window is not None:
             self.past_pixels = nn.Linear(channels * dim, dim)  # a pixel's channel embeddings -> one vector
@@ -295,7 +295,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         logits = self.token_logits(tokens, labels)
         nats = F.cross_entropy(logits.flatten(0, -2), tokens.flatten(), reduction="none")
         if per_slice:  # a sequence's grid is (length * channels,): a slice is a position's channels
-            return -nats.reshape(tokens.shape[0], self.image_shape[1], -1).sum(-1)
+            per_position = math.prod(self.image_shape) // self.image_shape[1]
+            return -nats.reshape(tokens.shape[0], self.image_shape[1], per_position).sum(-1)
         return -nats.reshape(tokens.shape).flatten(1).sum(1)
 
     def bits_per_dim(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:

@@ -148,6 +148,7 @@ def test_bits_per_slice_add_up_to_the_likelihood():
     per_slice = model.bits_per_slice(x)
     assert per_slice.shape == (5, 3) and (per_slice > 0).all()
     torch.testing.assert_close(per_slice.sum(1), model.bits_per_dim(x) * x[0].numel())
+    assert model.bits_per_slice(x[:0]).shape == (0, 3)  # an empty last shard of an evaluation
     sequence = make_model((2, 5), 4)  # a sequence's slices are its positions, channels together
     y = torch.randint(0, 4, (3, 2, 5))
     torch.testing.assert_close(sequence.bits_per_slice(y).sum(1), -sequence.log_prob(y) / math.log(2))

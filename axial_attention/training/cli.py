@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="previous frames (slices of the first axis) that --past-window looks into (default: 1)")
     t.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward instead of keeping its activations: less memory, "
-                        "about a third more time, the same gradients")
+                        "about a quarter more time, the same gradients")
     t.add_argument("--seed", type=int, default=d.seed)
     _add_device(t)
     t.add_argument("--precision", choices=tuple(PRECISIONS), default=d.precision,

@@ -277,8 +277,9 @@ def _check_memory(model: AutoregressiveAxialTransformer, config: TrainConfig, wo
                   rank: int) -> None:
     """Say what a step will need, and refuse a run that cannot fit instead of swapping the machine to death."""
     micro = config.batch_size // world // config.grad_accum
-    # weights, gradients, AdamW's two moments and the EMA copy, in float32
-    needed = step_memory(model, micro, config.activation_checkpointing) + 20 * sum(p.numel() for p in model.parameters())
+    parameters = sum(p.numel() for p in model.parameters())
+    # the activations, and the weights, gradients, AdamW's two moments and the EMA copy in float32
+    needed = step_memory(model, micro, config.activation_checkpointing) + 20 * parameters
     if rank == 0:
         print(f"memory: about {needed / 2**30:.1f} GiB for a training step ({micro} items of {model.image_shape} a "
               f"micro-batch at width {model.token_emb.embedding_dim})", flush=True)
@@ -287,7 +288,8 @@ def _check_memory(model: AutoregressiveAxialTransformer, config: TrainConfig, wo
         raise RunError(
             f"a training step needs about {needed / 2**30:.1f} GiB but {device} has {available / 2**30:.1f} GiB "
             f"available: lower --batch-size ({config.batch_size}), split it with --grad-accum, pass "
-            f"--activation-checkpointing (keeps about a tenth of the activations), or lower --dim / --depth")
+            f"--activation-checkpointing (recomputes each block in backward instead of keeping its activations), or lower "
+            f"--dim / --depth")
 
 
 def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
