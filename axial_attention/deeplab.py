@@ -17,7 +17,11 @@ With the weights materialised, the work is keeping every (L, L) pass cheap:
   * each similarity term's batch norm is a per-head scale (its shift cancels in the softmax); the
     scales fold into q and the tables, and in training their batch statistics come from (d, d)
     second moments, so (with a global span) no term is materialised on its own;
-  * lines are attended in chunks whose (L, L) temporaries stay in cache.
+  * lines are attended in chunks whose (L, L) temporaries stay in cache;
+  * with autograd, the chunks run inside one autograd node whose backward walks the same chunks
+    with the saved weights and writes one gradient for the whole projection (autograd through the
+    chunks' slices zero-filled a full-size gradient per chunk), and the similarity statistics are
+    another node with a closed-form backward.
 """
 from __future__ import annotations
 
@@ -140,28 +144,32 @@ class PositionSensitiveAxialAttention(nn.Module):
             table = self.relative[:, -extra : 2 * self.span - 1 + extra]
         return table.split([self.dim_qk, self.dim_qk, self.dim_v], dim=0)
 
-    def _similarity_scales(self, q: Tensor, k: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:
+    def _similarity_scales(self, qkv: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:
         """(3, heads) factors gamma / sqrt(var + eps) for q.k, q.r^q, k.r^k: batch statistics or running variance.
 
         The batch moments come from (d x d) second-moment matrices rather than the (L, L) terms, so
         training attends chunk by chunk like eval and no term is built only to be measured.
         """
-        heads, rows, length, _ = q.shape
+        heads, rows, length, _ = qkv.shape
         if not self.training or rows == 0:  # an empty batch has no statistics: use (and keep) the running ones
             return self.similarity_weight * torch.rsqrt(self.similarity_running_var + self.eps)
-        pairs = q.new_ones(length, length) if window is None else window.to(q.dtype)  # [o, p]: attended
+        pairs = qkv.new_ones(length, length) if window is None else window.to(qkv.dtype)  # [o, p]: attended
         # Every query attends to all keys, or to exactly `span` of them in a window: an exact count,
         # with no reduction (a device sync on CUDA, and rounding in bf16).
         count = rows * length * (length if window is None else self.span)
-        rq, rk = _by_position(tq), _by_position(tk)
-        if window is None:
-            qk = (q.sum(2) * k.sum(2)).sum((1, 2)), (q.mT @ q * (k.mT @ k)).sum((1, 2, 3))
-        else:  # windowed pair sums have no small closed form; measure the term itself
+        # Per position i, the table's sum over the attended pairs and its (d x d) second moment.
+        rq, rk = _by_position(tq), _by_position(tk).transpose(0, 1)
+        first_q, first_k = torch.einsum("ij,ijc->ic", pairs, rq), torch.einsum("ji,ijc->ic", pairs, rk)
+        second_q = torch.einsum("ij,ijc,ijd->icd", pairs, rq, rq)
+        second_k = torch.einsum("ji,ijc,ijd->icd", pairs, rk, rk)
+        sums, squares = _SimilarityMoments.apply(qkv, first_q, second_q, first_k, second_k, window is None)
+        if window is not None:  # windowed pair sums have no small closed form; measure the term itself
+            q, k = qkv[..., : self.dim_qk], qkv[..., self.dim_qk : 2 * self.dim_qk]
             scores = q @ k.mT
-            qk = (scores * pairs).sum((1, 2, 3)), (scores.square() * pairs).sum((1, 2, 3))
-        moments = (qk, _relative_moments(q, rq, pairs), _relative_moments(k, rk.transpose(0, 1), pairs.t()))
-        mean = torch.stack([m[0] for m in moments]) / count
-        var = (torch.stack([m[1] for m in moments]) / count - mean.square()).clamp_min(0)
+            qk = torch.stack(((scores * pairs).sum((1, 2, 3)), (scores.square() * pairs).sum((1, 2, 3))))
+            sums, squares = sums + F.pad(qk[:1], (0, 0, 0, 2)), squares + F.pad(qk[1:], (0, 0, 0, 2))
+        mean = sums / count
+        var = (squares / count - mean.square()).clamp_min(0)
         with torch.no_grad():
             unbiased = var * (count / max(count - 1, 1))
             self.similarity_running_var.lerp_(unbiased.to(self.similarity_running_var.dtype), self.momentum)
@@ -202,43 +210,44 @@ class PositionSensitiveAxialAttention(nn.Module):
         qkv = self.bn_qkv(self.qkv(x)) if self.training else F.conv2d(x, *self._eval_projection())
         # (heads, batch, lines, L, group): one copy, after which every product reads q, k, v in place.
         qkv = qkv.unflatten(1, (heads, -1)).permute((1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2))
-        qkv = qkv.contiguous()
-        batch, lines = x.shape[0], qkv.shape[2]
-        q, k, v = qkv.flatten(1, 2).split([self.dim_qk, self.dim_qk, self.dim_v], dim=-1)
+        qkv = qkv.contiguous().flatten(1, 2)
+        batch, lines = x.shape[0], x.shape[5 - self.axis]
         tq, tk, tv = self._tables(length)
         window = local_window(length, self.span, x.device)
 
-        s = self._similarity_scales(q, k, tq, tk, window)
+        s = self._similarity_scales(qkv, tq, tk, window)
         # Each term's scale goes into a factor without an (L, L) size. k's table is reversed so that
         # k_p . r^k_{p-o}, computed per key p, lines up by query under the same skew as q's.
         tq, tk = tq * s[1, :, None, None], tk.flip(-1) * s[2, :, None, None]
-        tv_abs = _by_position(tv)
+        tables = (tq, tk, s[0], _by_position(tv))
         rel_scale = None
         if not self.training:  # the q.v half of bn_output is already in v (see _eval_projection)
             bn = self.bn_output
             rel_scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps))[self.out_channels :]
-            rel_scale = rel_scale.view(heads, 1, 1, -1).to(q.dtype)
-        sv, sve, weights = self._attend(
-            q, k, v, tq, tk, s[0, :, None, None, None], tv_abs, window, need_weights, rel_scale
-        )
+            rel_scale = rel_scale.view(heads, 1, 1, -1).to(qkv.dtype)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (qkv, *tables)):
+            # One autograd node for every chunk: autograd through the chunks' slices would give each
+            # chunk a zero-filled gradient of the whole projection (most of a training step's time).
+            tables = tuple(t.to(qkv.dtype) for t in tables)
+            terms, weights = _PositionSensitiveAttention.apply(qkv, *tables, window, self.chunk_scores, need_weights)
+            if rel_scale is not None:  # eval: add the terms here, where autograd sees it
+                terms = torch.addcmul(terms[0].view(heads, -1, length, self.dim_v),
+                                      terms[1].view(heads, -1, length, self.dim_v), rel_scale)
+        else:  # without autograd, eval adds the value-relative term into the q.v term chunk by chunk
+            terms, weights = _attend(qkv, *tables, window, self.chunk_scores, need_weights, rel_scale)
 
         # (heads, batch, lines, L, dv) -> (batch, heads, dv, height, width)
         order = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 4, 2, 3)
-        if self.training:
-            stacked = torch.stack((sv, sve)).view(2, heads, batch, lines, length, self.dim_v)
-            stacked = stacked.permute(order[0] + 1, 0, *(i + 1 for i in order[1:]))
-            out = self.bn_output(stacked.reshape(batch, 2 * self.out_channels, lines * length))
+        if self.training:  # terms: (2, heads * batch * lines, L, dv) -> bn_output's (batch, 2 * channels, pixels)
+            terms = terms.view(2, heads, batch, lines, length, self.dim_v)
+            terms = terms.permute(order[0] + 1, 0, *(i + 1 for i in order[1:]))
+            out = self.bn_output(terms.reshape(batch, 2 * self.out_channels, lines * length))
             out = out.view(batch, 2, self.out_channels, *x.shape[2:]).sum(1)
-        elif sve is not None:  # with autograd the terms come apart: sum them here
-            out = torch.addcmul(sv.view(heads, -1, length, self.dim_v), sve.view(heads, -1, length, self.dim_v),
-                                rel_scale)
-            out = out.view(heads, batch, lines, length, self.dim_v).permute(order)
-            out = out.reshape(batch, self.out_channels, *x.shape[2:])
-        else:  # already summed: laid out once, in x's memory format
-            out = torch.empty((batch, self.out_channels, *x.shape[2:]), dtype=sv.dtype, device=sv.device,
+        else:  # the sum, laid out once, in x's memory format
+            out = torch.empty((batch, self.out_channels, *x.shape[2:]), dtype=terms.dtype, device=terms.device,
                               memory_format=_memory_format(x))
             out.view(batch, heads, self.dim_v, *x.shape[2:]).copy_(
-                sv.view(heads, batch, lines, length, self.dim_v).permute(order))
+                terms.view(heads, batch, lines, length, self.dim_v).permute(order))
         if self.stride > 1:
             # ceil_mode matches a stride-s 1x1 convolution's output size, so odd sizes meet the shortcut.
             out = F.avg_pool2d(out, self.stride, self.stride, ceil_mode=True)
@@ -251,59 +260,135 @@ class PositionSensitiveAxialAttention(nn.Module):
     # being allocated (and page-faulted) at full size. A chunk is some rows of one head, or whole heads.
     chunk_scores = 1 << 18
 
-    def _attend(self, q, k, v, tq, tk, s_qk, tv_abs, window, need_weights, rel_scale=None):
-        """Softmax attention of Eq. 4 -> (q.v term, value-relative term, weights or None), each (heads * rows, L, ...).
 
-        With `rel_scale` (heads, 1, 1, dv) and without autograd, the value-relative term times that scale
-        is added into the q.v term as each chunk ends (and None is returned for it).
+def _chunks(heads: int, rows: int, length: int, chunk_scores: int):
+    """(head slice, row slice, flat slice) of each chunk of about `chunk_scores` (query, key) pairs.
 
-        q, k, v are strided views of one contiguous (heads, rows, L, group) tensor. A chunk takes rows
-        [r0, r1) of one head, or every row of heads [h0, h1): either way its (head, row) pairs are one
-        contiguous range of the flattened index, so q, k and v of a chunk are views that the products read
-        in place, and the products write straight into slices of the outputs (without autograd,
-        through out=; with it, by assignment).
-        """
-        heads, rows, length, dq = q.shape
-        dv = self.dim_v
-        all_weights = q.new_empty(heads * rows, length, length) if need_weights else None
-        per_chunk = max(1, self.chunk_scores // (length * length))  # rows of one head
-        head_step, row_step = (max(1, per_chunk // rows), rows) if per_chunk >= rows > 0 else (1, per_chunk)
-        track = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, tq, tk, s_qk, tv_abs))
-        fused = rel_scale is not None and not track
-        sv = q.new_empty(heads * rows, length, dv)
-        sve = None if fused else q.new_empty(heads * rows, length, dv)
-        # An empty batch runs one empty chunk, so that the outputs stay connected to the inputs for backward.
-        for h0 in range(0, heads, head_step):
-            for r0 in range(0, max(rows, 1), row_step):
-                hs, rs = slice(h0, h0 + head_step), slice(r0, r0 + row_step)
-                qc, kc, vc = q[hs, rs], k[hs, rs], v[hs, rs]
-                hc, rc = qc.shape[:2]
-                flat = slice(h0 * rows + r0, h0 * rows + r0 + hc * rc)
-                n = hc * rc
-                rel_q = torch.bmm(qc.view(hc, rc * length, dq), tq[hs]).view(n, length, tq.shape[-1])
-                rel_k = torch.bmm(kc.view(hc, rc * length, dq), tk[hs]).view(n, length, tk.shape[-1])
-                logits = skew(rel_q) + skew(rel_k).transpose(-1, -2)
-                # In-place baddbmm_ is not autocast: the float32 scales must not promote the bf16 chunk.
-                scaled_q = (qc * s_qk[hs].to(qc.dtype)).view(n, length, dq)
-                logits.baddbmm_(scaled_q, kc.view(n, length, dq).mT)
-                if window is not None:
-                    logits.masked_fill_(~window, float("-inf"))
-                weights = logits.softmax(dim=-1)
-                # sum_p a_op r^v_{p-o}: per query o, its weights of every row times the (L, dv) table slice of o.
-                by_query = weights.transpose(0, 1)  # (Lq, n, Lk)
-                if track:
-                    sv[flat] = torch.bmm(weights, vc.view(n, length, dv))
-                    sve[flat] = torch.bmm(by_query, tv_abs).transpose(0, 1)
-                else:  # products write only contiguous outputs: a strided out= falls back to one GEMM per matrix
-                    torch.bmm(weights, vc.view(n, length, dv), out=sv[flat])
-                    term = torch.bmm(by_query, tv_abs).transpose(0, 1).view(hc, rc, length, dv)
-                    if not fused:
-                        sve[flat] = term.flatten(0, 1)
-                    else:  # eval: the term goes straight into the sum, with its bn_output scale
-                        sv[flat].view(hc, rc, length, dv).addcmul_(term, rel_scale[hs])
-                if need_weights:
-                    all_weights[flat] = weights
-        return sv, sve, all_weights
+    A chunk takes rows [r0, r1) of one head, or every row of heads [h0, h1): either way its (head, row)
+    pairs are one contiguous range of the flattened index, so q, k and v of a chunk are views that the
+    products read in place, and the products write straight into slices of the outputs. An empty batch
+    gives one empty chunk, so that outputs stay connected to the inputs.
+    """
+    per_chunk = max(1, chunk_scores // (length * length))  # rows of one head
+    head_step, row_step = (max(1, per_chunk // rows), rows) if per_chunk >= rows > 0 else (1, per_chunk)
+    for h0 in range(0, heads, head_step):
+        for r0 in range(0, max(rows, 1), row_step):
+            hc, rc = min(head_step, heads - h0), min(row_step, rows - r0)
+            yield slice(h0, h0 + hc), slice(r0, r0 + rc), slice(h0 * rows + r0, h0 * rows + r0 + hc * rc)
+
+
+def _split(qkv: Tensor, dim_qk: int, hs: slice, rs: slice) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v of one chunk, each (chunk heads, chunk rows, L, width): views of the (heads, rows, L, group) qkv."""
+    chunk = qkv[hs, rs]
+    return chunk[..., :dim_qk], chunk[..., dim_qk : 2 * dim_qk], chunk[..., 2 * dim_qk :]
+
+
+def _logits(qc: Tensor, kc: Tensor, tq: Tensor, tk: Tensor, s_qk: Tensor, window: Optional[Tensor]) -> Tensor:
+    """The chunk's (n, L, L) logits s_qk q.k + q.r^q + k.r^k (tables pre-scaled; r^k reversed), masked to the window."""
+    hc, rc, length, dq = qc.shape
+    n = hc * rc
+    rel_q = torch.bmm(qc.reshape(hc, rc * length, dq), tq).view(n, length, tq.shape[-1])
+    rel_k = torch.bmm(kc.reshape(hc, rc * length, dq), tk).view(n, length, tk.shape[-1])
+    logits = skew(rel_q) + skew(rel_k).transpose(-1, -2)
+    scaled_q = (qc * s_qk[:, None, None, None]).view(n, length, dq)
+    logits.baddbmm_(scaled_q, kc.reshape(n, length, dq).mT)
+    if window is not None:
+        logits.masked_fill_(~window, float("-inf"))
+    return logits
+
+
+def _attend(qkv, tq, tk, s_qk, tv_abs, window, chunk_scores, keep_weights, rel_scale=None):
+    """Softmax attention of Eq. 4, without autograd -> (terms, weights (heads * rows, L, L) or None).
+
+    qkv: (heads, rows, L, q|k|v) contiguous; tq, tk: (heads, dq, 2L - 1) scaled tables (tk reversed);
+    s_qk: (heads,) scale of q.k; tv_abs: (L, L, dv) r^v by position. terms: the q.v and value-relative
+    terms (2, heads * rows, L, dv); with `rel_scale` (heads, 1, 1, dv), their sum q.v + rel_scale * value-relative
+    (heads * rows, L, dv), added as each chunk ends. The products write through out= into the outputs.
+    """
+    heads, rows, length, _ = qkv.shape
+    dq, dv = tq.shape[1], tv_abs.shape[-1]
+    weights = qkv.new_empty(heads * rows, length, length) if keep_weights else None
+    if rel_scale is None:
+        terms = qkv.new_empty(2, heads * rows, length, dv)
+        sv, sve = terms.unbind()
+    else:
+        terms = sv = qkv.new_empty(heads * rows, length, dv)
+        sve = None
+    for hs, rs, flat in _chunks(heads, rows, length, chunk_scores):
+        qc, kc, vc = _split(qkv, dq, hs, rs)
+        hc, rc = qc.shape[:2]
+        a = _logits(qc, kc, tq[hs], tk[hs], s_qk[hs], window).softmax(dim=-1)
+        # Products write only contiguous outputs: a strided out= falls back to one GEMM per matrix.
+        torch.bmm(a, vc.reshape(hc * rc, length, dv), out=sv[flat])
+        # sum_p a_op r^v_{p-o}: per query o, its weights of every row times the (L, dv) table slice of o.
+        term = torch.bmm(a.transpose(0, 1), tv_abs).transpose(0, 1)
+        if sve is not None:
+            sve[flat] = term
+        else:
+            sv[flat].view(hc, rc, length, dv).addcmul_(term.view(hc, rc, length, dv), rel_scale[hs])
+        if keep_weights:
+            weights[flat] = a
+    return terms, weights
+
+
+class _PositionSensitiveAttention(torch.autograd.Function):
+    """`_attend` as one autograd node whose backward walks the same chunks with the saved weights.
+
+    Backward of a chunk, with a the weights and g the output gradients: dA = g_v v^T + (g_e by query) r^v^T,
+    the softmax backward gives the logits' gradient G, and G flows to q and k through the q.k product
+    and to q, k and the tables through the two skews, whose adjoint is writing G (or G^T) into the
+    skewed view of an (L, 2L - 1) buffer that is zero elsewhere.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, tq, tk, s_qk, tv_abs, window, chunk_scores, need_weights):
+        terms, weights = _attend(qkv, tq, tk, s_qk, tv_abs, window, chunk_scores, keep_weights=True)
+        ctx.save_for_backward(qkv, tq, tk, s_qk, tv_abs, weights)
+        ctx.chunk_scores = chunk_scores
+        ctx.mark_non_differentiable(weights)
+        return terms, (weights if need_weights else None)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_terms, _):
+        qkv, tq, tk, s_qk, tv_abs, weights = ctx.saved_tensors
+        heads, rows, length, group = qkv.shape
+        dq, dv = tq.shape[1], tv_abs.shape[-1]
+        grad_qkv = torch.empty_like(qkv)
+        grad_tq, grad_tk, grad_tv = torch.zeros_like(tq), torch.zeros_like(tk), torch.zeros_like(tv_abs)
+        grad_s = torch.zeros_like(s_qk)
+        unskewed = None
+        for hs, rs, flat in _chunks(heads, rows, length, ctx.chunk_scores):
+            qc, kc, vc = _split(qkv, dq, hs, rs)
+            hc, rc = qc.shape[:2]
+            n = hc * rc
+            if unskewed is None or unskewed.shape[0] < n:  # zero off the skewed view, which alone is written
+                unskewed = qkv.new_zeros(n, length, 2 * length - 1)
+            rel = unskewed[:n]
+            a, g_sv, g_sve = weights[flat], grad_terms[0, flat], grad_terms[1, flat]
+            k2, v2 = kc.reshape(n, length, dq), vc.reshape(n, length, dv)
+            grad_a = torch.bmm(g_sv, v2.mT)
+            grad_a += torch.bmm(g_sve.transpose(0, 1), tv_abs.mT).transpose(0, 1)
+            grad_tv.baddbmm_(a.transpose(0, 1).mT, g_sve.transpose(0, 1))
+            # softmax backward: G = a * (dA - sum_p dA a)
+            grad_logits = grad_a.sub_(torch.linalg.vecdot(grad_a, a).unsqueeze(-1)).mul_(a)
+            s = s_qk[hs].view(hc, 1, 1, 1)
+            grad_qs = torch.bmm(grad_logits, k2).view(hc, rc, length, dq)
+            grad_s[hs] += (grad_qs * qc).sum((1, 2, 3))
+            grad_q = grad_qs * s
+            grad_k = torch.bmm(grad_logits.mT, (qc * s).view(n, length, dq)).view(hc, rc, length, dq)
+            # q's relative logits enter as skew(q tq), k's as skew(k tk) transposed.
+            for grad, t, table, grad_table, grad_skewed in (
+                (grad_q, qc, tq[hs], grad_tq[hs], grad_logits), (grad_k, kc, tk[hs], grad_tk[hs], grad_logits.mT)
+            ):
+                skew(rel).copy_(grad_skewed)
+                flat_rel = rel.view(hc, rc * length, 2 * length - 1)
+                grad.view(hc, rc * length, dq).baddbmm_(flat_rel, table.mT)
+                grad_table.baddbmm_(t.reshape(hc, rc * length, dq).mT, flat_rel)
+            grad_v = torch.bmm(a.mT, g_sv).view(hc, rc, length, dv)
+            out = grad_qkv[hs, rs]
+            out[..., :dq], out[..., dq : 2 * dq], out[..., 2 * dq :] = grad_q, grad_k, grad_v
+        return grad_qkv, grad_tq, grad_tk, grad_s, grad_tv, None, None, None
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -321,12 +406,53 @@ def _by_position(table: Tensor) -> Tensor:
     return table.t()[offset].view(length, length, -1)
 
 
-def _relative_moments(t: Tensor, table: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
-    """Per head, the sum and the sum of squares of t_i . table[i, j] over the pairs (i, j) with pairs[i, j] = 1.
+class _SimilarityMoments(torch.autograd.Function):
+    """Per head, the sum and the sum of squares of q.r^q and k.r^k over the attended pairs, and of q.k
+    over all pairs (with_qk; else zeros): (3, heads) each, rows q.k, q.r^q, k.r^k.
 
-    t: (heads, rows, L, d); table: (L, L, d); pairs: (L, L). Summing the table over j first leaves
-    per-position vectors and (d, d) matrices, so nothing of size (rows, L, L) is built.
+    With t a query or key vector, f_i and S_i a table's sum and (d x d) second moment over the pairs of
+    position i: sum t_i . f_i and sum_i <S_i, sum_rows t_i t_i^T>; for q.k, per line, (sum_i q_i).(sum_j k_j)
+    and <sum_i q_i q_i^T, sum_j k_j k_j^T>. Nothing of size (rows, L, L) is built, and the backward
+    writes one gradient for the projection instead of autograd's one per term.
     """
-    first = torch.einsum("ij,ijc->ic", pairs, table)
-    second = torch.einsum("ij,ijc,ijd->icd", pairs, table, table)
-    return torch.einsum("hnic,ic->h", t, first), (torch.einsum("hnic,icd->hnid", t, second) * t).sum((1, 2, 3))
+
+    @staticmethod
+    def forward(ctx, qkv, first_q, second_q, first_k, second_k, with_qk):
+        dq = first_q.shape[-1]
+        q, k = qkv[..., :dq], qkv[..., dq : 2 * dq]
+        by_position = [t.transpose(1, 2).contiguous() for t in (q, k)]  # (heads, L, rows, d)
+        gram = [t.mT @ t for t in by_position]  # (heads, L, d, d): over rows, per position
+        sums = [(t.sum(2) * f).sum((1, 2)) for t, f in zip(by_position, (first_q, first_k))]
+        squares = [(g * m).sum((1, 2, 3)) for g, m in zip(gram, (second_q, second_k))]
+        if with_qk:
+            line_sums, line_gram = (q.sum(2), k.sum(2)), (q.mT @ q, k.mT @ k)  # per line, over L
+            qk = (line_sums[0] * line_sums[1]).sum((1, 2)), (line_gram[0] * line_gram[1]).sum((1, 2, 3))
+            ctx.save_for_backward(qkv, first_q, second_q, first_k, second_k, *by_position, *gram, *line_sums,
+                                  *line_gram)
+        else:
+            qk = (qkv.new_zeros(qkv.shape[0]),) * 2
+            ctx.save_for_backward(qkv, first_q, second_q, first_k, second_k, *by_position, *gram)
+        ctx.with_qk = with_qk
+        return torch.stack((qk[0], *sums)), torch.stack((qk[1], *squares))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sums, grad_squares):
+        qkv, first_q, second_q, first_k, second_k, pos_q, pos_k, gram_q, gram_k, *lines = ctx.saved_tensors
+        dq = first_q.shape[-1]
+        grad_qkv = torch.zeros_like(qkv)
+        grads = []
+        per_table = ((pos_q, first_q, second_q, gram_q), (pos_k, first_k, second_k, gram_k))
+        for i, (t, first, second, gram) in enumerate(per_table):
+            g1, g2 = grad_sums[i + 1, :, None, None], grad_squares[i + 1, :, None, None, None]
+            # d/dt of t . f and t^T S t (S symmetric): f and 2 S t; written back by line.
+            grad = torch.matmul(t, second * (2 * g2)).add_((first * g1)[:, :, None])
+            grad_qkv[..., i * dq : (i + 1) * dq] = grad.transpose(1, 2)
+            grads += [(t.sum(2) * g1).sum(0), (gram * g2).sum(0)]
+        if ctx.with_qk:
+            sum_q, sum_k, line_q, line_k = lines
+            g1, g2 = grad_sums[0, :, None, None], grad_squares[0, :, None, None, None]
+            q, k = qkv[..., :dq], qkv[..., dq : 2 * dq]
+            grad_qkv[..., :dq] += torch.matmul(q, line_k * (2 * g2)).add_((sum_k * g1)[:, :, None])
+            grad_qkv[..., dq : 2 * dq] += torch.matmul(k, line_q * (2 * g2)).add_((sum_q * g1)[:, :, None])
+        return grad_qkv, *grads, None
