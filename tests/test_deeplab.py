@@ -16,7 +16,6 @@ from axial_attention import (
     axial_resnet50m,
     axial_resnet50s,
 )
-from axial_attention.deeplab import skew
 
 
 def randomise(layer: torch.nn.Module, seed: int = 0) -> None:
@@ -42,14 +41,16 @@ CASES = [  # (axis, span, local, height, width, stride)
 ]
 
 
+@pytest.mark.parametrize("chunks", ["rows", "heads"])
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("axis,span,local,height,width,stride", CASES)
-def test_matches_naive_eq4(axis, span, local, height, width, stride, training):
+def test_matches_naive_eq4(axis, span, local, height, width, stride, training, chunks):
     torch.manual_seed(0)
     layer = PositionSensitiveAxialAttention(12, 16, heads=2, span=span, axis=axis, local=local, stride=stride).double()
     randomise(layer)
     layer.train(training)
-    layer.chunk_scores = 2 * 2 * max(height, width) ** 2  # eval attends two rows at a time: several chunks
+    if chunks == "rows":  # several chunks of rows within a head; by default, one chunk holds both heads
+        layer.chunk_scores = 2 * 2 * max(height, width) ** 2
     x = torch.randn(3, 12, height, width, dtype=torch.double, requires_grad=True)
     ref_layer = PositionSensitiveAxialAttention(12, 16, heads=2, span=span, axis=axis, local=local, stride=stride)
     ref_layer = ref_layer.double().train(training)
@@ -103,14 +104,6 @@ def test_output_depends_only_on_the_window():
     y[:, :, 6:] += torch.randn_like(y[:, :, 6:])  # query 2 sees rows 1..3
     torch.testing.assert_close(layer(x)[:, :, :4], layer(y)[:, :, :4])
     assert not torch.allclose(layer(x)[:, :, 6:], layer(y)[:, :, 6:])
-
-
-@pytest.mark.parametrize("length", [1, 2, 5])
-def test_skew_is_the_offset_lookup(length):
-    rel = torch.randn(2, length, 2 * length - 1)
-    offsets = torch.arange(length)[None, :] - torch.arange(length)[:, None]
-    expected = rel.gather(-1, (offsets + length - 1).expand(2, -1, -1))
-    torch.testing.assert_close(skew(rel), expected)
 
 
 PARAMS = [(axial_resnet26s, 5.9e6), (axial_resnet50s, 11.6e6), (axial_resnet50m, 25.2e6), (axial_resnet50l, 44.0e6)]
@@ -203,9 +196,10 @@ def test_digits_example_runs_tiny(monkeypatch, capsys):
     float(out.split("test accuracy:")[1].split()[0].rstrip("%"))
 
 
+@pytest.mark.parametrize("grad", [True, False])  # the autograd node, or the chunks run directly
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("local", [False, True])
-def test_bf16_autocast_tracks_float32(training, local):
+def test_bf16_autocast_tracks_float32(training, local, grad):
     import copy
 
     torch.manual_seed(0)
@@ -213,8 +207,9 @@ def test_bf16_autocast_tracks_float32(training, local):
     layer.train(training)
     twin = copy.deepcopy(layer)  # training updates running statistics: each run gets its own copy
     x = torch.randn(2, 16, 6, 12)
-    high = layer(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = twin(x).float()
+    with torch.set_grad_enabled(grad):
+        high = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = twin(x).float()
     assert torch.isfinite(low).all()
     assert (low - high).abs().max() < 0.05 * high.abs().max()
