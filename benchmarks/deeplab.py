@@ -92,18 +92,20 @@ def inputs(batch: int, size: int, channels_last: bool = False) -> tuple[torch.Te
 
 
 def step_fn(model: nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor):
-    """One eval forward (no_grad) or one training step (forward, loss, backward, SGD update)."""
-    if mode == "eval":
-        model.eval()
+    """One eval forward (no_grad) or one training step (forward, loss, backward, SGD update).
 
+    Each call puts the model in its mode first: the eval and training closures of one model alternate.
+    """
+    if mode == "eval":
         def run() -> None:
+            model.eval()
             with torch.no_grad():
                 model(x)
         return run
-    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def run() -> None:
+        model.train()
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
