@@ -275,8 +275,9 @@ def _split(qkv: Tensor, dim_qk: int, hs: slice, rs: slice) -> tuple[Tensor, Tens
 class _Workspace:
     """Buffers that every chunk of one call reuses, by name, grown when a chunk needs more.
 
-    A fresh (L, L)-sized allocation per chunk costs its page faults again each time: on a 56-long axis
-    one chunk's forward took 1.8 ms with fresh tensors against 0.7 ms with these.
+    A fresh (L, L)-sized allocation per chunk can cost its page faults again each time: one 56-long
+    chunk's forward took 1.8 ms with fresh tensors against 0.7 ms with these in a loop of its own, and
+    the whole axial_resnet50s eval forward 8% less time.
     """
 
     def __init__(self, like: Tensor) -> None:

@@ -213,3 +213,54 @@ def test_bf16_autocast_tracks_float32(training, local, grad):
             low = twin(x).float()
     assert torch.isfinite(low).all()
     assert (low - high).abs().max() < 0.05 * high.abs().max()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_channels_last_input_gives_the_same_result(training):
+    import copy
+
+    torch.manual_seed(0)
+    layer = PositionSensitiveAxialAttention(16, heads=2, span=8, axis="height").train(training)
+    randomise(layer)
+    twin = copy.deepcopy(layer)  # training moves running statistics: each input gets its own copy
+    x = torch.randn(2, 16, 8, 6, requires_grad=True)
+    x_last = x.detach().to(memory_format=torch.channels_last).requires_grad_(True)
+    out, out_last = layer(x), twin(x_last)
+    torch.testing.assert_close(out_last, out)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_last.backward(grad)
+    torch.testing.assert_close(x_last.grad, x.grad)
+    with torch.no_grad():  # eval without autograd lays the output out in the input's memory format
+        layer.eval()
+        torch.testing.assert_close(layer(x_last), layer(x))
+        assert layer(x_last).is_contiguous(memory_format=torch.channels_last)
+        assert layer(x).is_contiguous()
+
+    model = axial_resnet26s(num_classes=10, image_size=32).train(training)
+    model_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 32, 32)
+    expected = model(images)
+    torch.testing.assert_close(model_last(images.to(memory_format=torch.channels_last)), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("training", [False, True])
+def test_cuda_bf16_autocast_tracks_float32(training, grad):
+    import copy
+
+    torch.manual_seed(0)
+    model = axial_resnet26s(num_classes=10, image_size=64).cuda().train(training)
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.set_grad_enabled(grad):
+        high = model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = twin(x).float()
+    assert torch.isfinite(low).all()
+    assert (low - high).abs().max() < 0.1 * high.abs().max()
+    if grad:
+        low.sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in twin.parameters() if p.grad is not None)
