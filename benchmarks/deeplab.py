@@ -8,6 +8,7 @@ interleaved, in one process.
 
     python -m benchmarks.deeplab                      # the layer table (56 x 56, 8 heads, global span)
     python -m benchmarks.deeplab --part resnets       # Axial-ResNets against a ResNet-50 (issue 21)
+    python -m benchmarks.deeplab --part profile       # where axial_resnet50s spends its eval forward
     python -m benchmarks.deeplab --quick              # a tiny smoke run (add --part resnets for that part)
 
 The "resnets" part times axial_resnet26s / 50s / 50m against a torchvision-equivalent ResNet-50
@@ -17,13 +18,16 @@ Multiply-adds are counted by torch.utils.flop_counter (FLOPs / 2) on one image. 
 resident set (VmHWM) of a fresh process that builds the model and runs that one measurement, above the
 process's level after building it: it includes activations, gradients, allocator caches and torch's
 workspaces, which is what a user's process pays for.
+
+The "profile" part runs torch.profiler over --repeats eval forwards of --model (axial_resnet50s) and
+tabulates the operators' shares of self CPU time: how much is layout copies (aten::copy_), products,
+softmax, convolutions.
 """
 from __future__ import annotations
 
-import torch
-
 import json
 
+import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -157,12 +161,14 @@ def resnets(args) -> None:
             results[name][f"{mode}_memory_ratio"] = results[name][f"{mode}_peak_bytes"] / base[f"{mode}_peak_bytes"]
     for name, r in results.items():
         rows.append([name, f"{r['params'] / 1e6:.2f}M", f"{r['gmacs_per_image']:.2f}",
-                     f"{r['eval_s'] * 1e3:.0f} ({r['eval_ratio']:.2f}x)", f"{r['train_s'] * 1e3:.0f} ({r['train_ratio']:.2f}x)",
+                     f"{r['eval_s'] * 1e3:.0f} ({r['eval_ratio']:.2f}x)",
+                     f"{r['train_s'] * 1e3:.0f} ({r['train_ratio']:.2f}x)",
                      f"{r['eval_peak_bytes'] / 2**20:.0f} ({r['eval_memory_ratio']:.2f}x)",
                      f"{r['train_peak_bytes'] / 2**20:.0f} ({r['train_memory_ratio']:.2f}x)"])
     layout = "channels_last" if args.channels_last else "NCHW"
-    caption = (f"Axial-ResNets against a ResNet-50 (torchvision's, built in the benchmark), float32, batch {args.batch}, "
-               f"{args.size}x{args.size} {layout} input, 1000 classes; median of {args.repeats} alternated runs; "
+    caption = (f"Axial-ResNets against a ResNet-50 (torchvision's, built in the benchmark), float32, "
+               f"batch {args.batch}, {args.size}x{args.size} {layout} input, 1000 classes; "
+               f"median of {args.repeats} alternated runs; "
                f"multiply-adds counted per image; memory is the peak resident set a fresh process adds for the call; "
                f"{machine}, a machine shared with other jobs.")
     table = markdown_table(["model", "params", "GMACs", "eval forward (ms)", "training step (ms)",
@@ -170,6 +176,34 @@ def resnets(args) -> None:
     print(f"\n{caption}\n\n{table}")
     write_results(__spec__.name, args, "resnets" + ("_channels_last" if args.channels_last else ""), results,
                   [(caption, table)])
+
+
+def profile(args) -> None:
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(args.threads)
+    machine = machine_description()
+    print(f"Machine: {machine}", flush=True)
+    model = build(args.model, args.size, args.channels_last)
+    run = step_fn(model, "eval", *inputs(args.batch, args.size, args.channels_last))
+    run()  # warm-up: first-call allocations and kernel selection
+    with torch_profile() as prof:
+        for _ in range(args.repeats):
+            run()
+    ops = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages()]
+    total = sum(t for _, t, _ in ops)
+    ops.sort(key=lambda op: -op[1])
+    results = {name: {"self_cpu_s": t / 1e6 / args.repeats, "share": t / total, "calls": count // args.repeats}
+               for name, t, count in ops}
+    rows = [[f"`{name}`", f"{r['self_cpu_s'] * 1e3:.1f}", f"{100 * r['share']:.1f}%", str(r["calls"])]
+            for name, r in list(results.items())[:args.top]]
+    layout = "channels_last" if args.channels_last else "NCHW"
+    caption = (f"Operators of one {args.model} eval forward by self CPU time (torch.profiler, mean of {args.repeats}), "
+               f"float32, batch {args.batch}, {args.size}x{args.size} {layout} input; the {args.top} largest of "
+               f"{len(results)}; {machine}.")
+    table = markdown_table(["operator", "self CPU (ms)", "share", "calls"], rows)
+    print(f"\n{caption}\n\n{table}")
+    write_results(__spec__.name, args, "profile", results, [(caption, table)])
 
 
 def main() -> None:
@@ -180,14 +214,18 @@ def main() -> None:
         threads=dict(default=1, help="CPU threads; 1 by default because on a shared machine multi-threaded kernels "
                                      "spend more time waiting for a descheduled thread than computing"),
     )
-    parser.add_argument("--part", choices=("forward", "resnets"), default="forward",
-                        help="forward: one layer against the naive Eq. 4; resnets: Axial-ResNets against a ResNet-50")
+    parser.add_argument("--part", choices=("forward", "resnets", "profile"), default="forward",
+                        help="forward: one layer against the naive Eq. 4; resnets: Axial-ResNets against a "
+                             "ResNet-50; profile: the operators of one model's eval forward")
     parser.add_argument("--size", type=int, default=None,
                         help="forward: map height = width = global span (56); resnets: image size (224)")
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--channels-last", action="store_true", help="resnets: channels_last inputs and models")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="resnets, profile: channels_last inputs and models")
+    parser.add_argument("--model", choices=tuple(MODELS), default="axial_resnet50s", help="profile: the model")
+    parser.add_argument("--top", type=int, default=12, help="profile: operators tabulated")
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
@@ -196,6 +234,12 @@ def main() -> None:
         if args.quick:
             args.size, args.batch, args.repeats = 64, 1, 1
         return resnets(args)
+    if args.part == "profile":
+        args.size = args.size or 224
+        args.repeats = min(args.repeats, 5)
+        if args.quick:
+            args.size, args.batch, args.repeats = 64, 1, 1
+        return profile(args)
     args.size = args.size or 56
     if args.quick:
         args.size, args.channels, args.batch, args.repeats = 8, 32, 2, 2
