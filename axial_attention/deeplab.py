@@ -196,8 +196,7 @@ class PositionSensitiveAxialAttention(nn.Module):
                 f"within windows of {self.span}"
             )
         qkv = self.bn_qkv(self.qkv(x)) if self.training else F.conv2d(x, *self._eval_projection())
-        # (heads, batch, lines, L, group): one copy, after which every product reads q, k, v in place. The
-        # projection keeps x's memory format: from channels-last the copy moves whole groups.
+        # (heads, batch, lines, L, group): one copy, after which every product reads q, k, v in place.
         qkv = qkv.unflatten(1, (heads, -1)).permute((1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2))
         qkv = qkv.contiguous().flatten(1, 2)
         batch, lines = x.shape[0], x.shape[5 - self.axis]
@@ -299,15 +298,16 @@ def _logits(qc: Tensor, kc: Tensor, rq: Tensor, rk: Tensor, s_qk: Tensor, window
     qc, kc: (hc, rc, L, dq); rq: (hc, o, dq, p) and rk: (hc, p, dq, o), scaled. The relative terms are one
     product per query o (per key p): q_o's rows against r^q's (dq, p) slice of o, written (o, rows, p),
     which adds to the logits with whole rows in place; k's term comes out (p, rows, o), the one
-    transposed read. (Either term read per position needs one: a product's rows are positions of
+    transposed copy. (Either term read per position needs one: a product's rows are positions of
     the vector it multiplies, and the logits' rows are queries.)
     """
     hc, rc, length, dq = qc.shape
     n = hc * rc
-    by_key = torch.matmul(kc.transpose(1, 2), rk, out=workspace("by_key", hc, length, rc, length))  # (hc, p, rc, o)
-    by_query = torch.matmul(qc.transpose(1, 2), rq, out=workspace("by_query", hc, length, rc, length))  # (hc, o, rc, p)
-    logits = workspace("logits", n, length, length)
-    torch.add(by_key.permute(0, 2, 3, 1), by_query.transpose(1, 2), out=logits.view(hc, rc, length, length))
+    product, logits = workspace("product", hc, length, rc, length), workspace("logits", n, length, length)
+    torch.matmul(kc.transpose(1, 2), rk, out=product)  # (hc, p, rc, o)
+    logits.view(hc, rc, length, length).copy_(product.permute(0, 2, 3, 1))
+    torch.matmul(qc.transpose(1, 2), rq, out=product)  # (hc, o, rc, p)
+    logits.view(hc, rc, length, length).add_(product.transpose(1, 2))
     scaled_q = torch.mul(qc, s_qk[:, None, None, None], out=workspace("scaled_q", hc, rc, length, dq))
     logits.baddbmm_(scaled_q.view(n, length, dq), kc.reshape(n, length, dq).mT)
     if window is not None:
@@ -342,7 +342,7 @@ def _attend(qkv, rq, rk, s_qk, tv_abs, window, chunk_scores, keep_weights, rel_s
         a = torch.softmax(logits, -1, out=weights[flat] if keep_weights else workspace("weights", n, length, length))
         torch.bmm(a, vc.reshape(n, length, dv), out=sv[flat])
         # sum_p a_op r^v_{p-o}: per query o, its weights of every row times the (L, dv) table slice of o.
-        term = torch.bmm(a.transpose(0, 1), tv_abs, out=workspace("value_term", length, n, dv)).transpose(0, 1)
+        term = torch.bmm(a.transpose(0, 1), tv_abs, out=workspace("by_query", length, n, dv)).transpose(0, 1)
         if sve is not None:
             sve[flat] = term
         else:
