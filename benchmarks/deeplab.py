@@ -203,7 +203,8 @@ def profile(args) -> None:
                f"{len(results)}; {machine}.")
     table = markdown_table(["operator", "self CPU (ms)", "share", "calls"], rows)
     print(f"\n{caption}\n\n{table}")
-    write_results(__spec__.name, args, "profile", results, [(caption, table)])
+    write_results(__spec__.name, args, "profile" + ("_channels_last" if args.channels_last else ""), results,
+                  [(caption, table)])
 
 
 def main() -> None:
