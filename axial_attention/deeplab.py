@@ -132,16 +132,16 @@ class PositionSensitiveAxialAttention(nn.Module):
             table = self.relative[:, -extra : 2 * self.span - 1 + extra]
         return table.split([self.dim_qk, self.dim_qk, self.dim_v], dim=0)
 
-    def _similarity_scales(self, qkv: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:
+    def _similarity_scales(self, q: Tensor, k: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:
         """(3, heads) factors gamma / sqrt(var + eps) for q.k, q.r^q, k.r^k: batch statistics or running variance.
 
         The batch moments come from (d x d) second-moment matrices rather than the (L, L) terms, so
         training attends chunk by chunk like eval and no term is built only to be measured.
         """
-        heads, rows, length, _ = qkv.shape
+        heads, rows, length, _ = q.shape
         if not self.training or rows == 0:  # an empty batch has no statistics: use (and keep) the running ones
             return self.similarity_weight * torch.rsqrt(self.similarity_running_var + self.eps)
-        pairs = qkv.new_ones(length, length) if window is None else window.to(qkv.dtype)  # [o, p]: attended
+        pairs = q.new_ones(length, length) if window is None else window.to(q.dtype)  # [o, p]: attended
         # Every query attends to all keys, or to exactly `span` of them in a window: an exact count,
         # with no reduction (a device sync on CUDA, and rounding in bf16).
         count = rows * length * (length if window is None else self.span)
@@ -150,9 +150,8 @@ class PositionSensitiveAxialAttention(nn.Module):
         first_q, first_k = torch.einsum("ij,ijc->ic", pairs, rq), torch.einsum("ji,ijc->ic", pairs, rk)
         second_q = torch.einsum("ij,ijc,ijd->icd", pairs, rq, rq)
         second_k = torch.einsum("ji,ijc,ijd->icd", pairs, rk, rk)
-        sums, squares = _SimilarityMoments.apply(qkv, first_q, second_q, first_k, second_k, window is None)
+        sums, squares = _SimilarityMoments.apply(q, k, first_q, second_q, first_k, second_k, window is None)
         if window is not None:  # windowed pair sums have no small closed form; measure the term itself
-            q, k = qkv[..., : self.dim_qk], qkv[..., self.dim_qk : 2 * self.dim_qk]
             scores = q @ k.mT
             qk = torch.stack(((scores * pairs).sum((1, 2, 3)), (scores.square() * pairs).sum((1, 2, 3))))
             sums, squares = sums + F.pad(qk[:1], (0, 0, 0, 2)), squares + F.pad(qk[1:], (0, 0, 0, 2))
@@ -196,34 +195,40 @@ class PositionSensitiveAxialAttention(nn.Module):
                 f"within windows of {self.span}"
             )
         qkv = self.bn_qkv(self.qkv(x)) if self.training else F.conv2d(x, *self._eval_projection())
-        # (heads, batch, lines, L, group): one copy, after which every product reads q, k, v in place.
-        qkv = qkv.unflatten(1, (heads, -1)).permute((1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2))
-        qkv = qkv.contiguous().flatten(1, 2)
+        # q, k and v each laid out (heads, batch * lines, L, width): one copy each, after which every product
+        # reads its operands in place and the backward writes their gradients in place.
+        order = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2)
+        q, k, v = (
+            t.permute(order).contiguous().flatten(1, 2)
+            for t in qkv.unflatten(1, (heads, -1)).split([self.dim_qk, self.dim_qk, self.dim_v], dim=2)
+        )
         batch, lines = x.shape[0], x.shape[5 - self.axis]
         tq, tk, tv = self._tables(length)
         window = local_window(length, self.span, x.device)
 
-        s = self._similarity_scales(qkv, tq, tk, window)
+        s = self._similarity_scales(q, k, tq, tk, window)
         # Each term's scale goes into a factor without an (L, L) size: the tables, looked up by position
         # and laid out for one product per position: r^q as (heads, o, dq, p), r^k as (heads, p, dq, o).
         rq = (_by_position(tq) * s[1, :, None, None, None]).transpose(1, 2).contiguous()
         rk = (_by_position(tk) * s[2, :, None, None, None]).permute(0, 3, 1, 2).contiguous()
-        # In qkv's dtype: the products write into buffers of it (out= is outside autocast).
-        tables = tuple(t.to(qkv.dtype) for t in (rq, rk, s[0], _by_position(tv).permute(1, 2, 0).contiguous()))
+        # In the projection's dtype: the products write into buffers of it (out= is outside autocast).
+        tables = tuple(t.to(q.dtype) for t in (rq, rk, s[0], _by_position(tv).permute(1, 2, 0).contiguous()))
         rel_scale = None
         if not self.training:  # the q.v half of bn_output is already in v (see _eval_projection)
             bn = self.bn_output
             rel_scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps))[self.out_channels :]
-            rel_scale = rel_scale.view(heads, 1, 1, -1).to(qkv.dtype)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (qkv, *tables)):
+            rel_scale = rel_scale.view(heads, 1, 1, -1).to(q.dtype)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *tables)):
             # One autograd node for every chunk: autograd through the chunks' slices would give each
             # chunk a zero-filled gradient of the whole projection (most of a training step's time).
-            terms, weights = _PositionSensitiveAttention.apply(qkv, *tables, window, self.chunk_scores, need_weights)
+            terms, weights = _PositionSensitiveAttention.apply(
+                q, k, v, *tables, window, self.chunk_scores, need_weights
+            )
             if rel_scale is not None:  # eval: add the terms here, where autograd sees it
                 terms = torch.addcmul(terms[0].view(heads, -1, length, self.dim_v),
                                       terms[1].view(heads, -1, length, self.dim_v), rel_scale)
         else:  # without autograd, eval adds the value-relative term into the q.v term chunk by chunk
-            terms, weights = _attend(qkv, *tables, window, self.chunk_scores, need_weights, rel_scale)
+            terms, weights = _attend(q, k, v, *tables, window, self.chunk_scores, need_weights, rel_scale)
 
         # (heads, batch, lines, L, dv) -> (batch, heads, dv, height, width)
         order = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 4, 2, 3)
@@ -254,8 +259,8 @@ def _chunks(heads: int, rows: int, length: int, chunk_scores: int):
     """(head slice, row slice, flat slice) of each chunk of about `chunk_scores` (query, key) pairs.
 
     A chunk takes rows [r0, r1) of one head, or every row of heads [h0, h1): either way its (head, row)
-    pairs are one contiguous range of the flattened index, so q, k and v of a chunk are views that the
-    products read in place, and the products write straight into slices of the outputs. An empty batch
+    pairs are one contiguous range of the flattened index, so q, k and v of a chunk are contiguous views
+    that the products read in place, and the products write straight into slices of the outputs. An empty batch
     gives one empty chunk, so that outputs stay connected to the inputs.
     """
     per_chunk = max(1, chunk_scores // (length * length))  # rows of one head
@@ -264,12 +269,6 @@ def _chunks(heads: int, rows: int, length: int, chunk_scores: int):
         for r0 in range(0, max(rows, 1), row_step):
             hc, rc = min(head_step, heads - h0), min(row_step, rows - r0)
             yield slice(h0, h0 + hc), slice(r0, r0 + rc), slice(h0 * rows + r0, h0 * rows + r0 + hc * rc)
-
-
-def _split(qkv: Tensor, dim_qk: int, hs: slice, rs: slice) -> tuple[Tensor, Tensor, Tensor]:
-    """q, k, v of one chunk, each (chunk heads, chunk rows, L, width): views of the (heads, rows, L, group) qkv."""
-    chunk = qkv[hs, rs]
-    return chunk[..., :dim_qk], chunk[..., dim_qk : 2 * dim_qk], chunk[..., 2 * dim_qk :]
 
 
 class _Workspace:
@@ -315,27 +314,27 @@ def _logits(qc: Tensor, kc: Tensor, rq: Tensor, rk: Tensor, s_qk: Tensor, window
     return logits
 
 
-def _attend(qkv, rq, rk, s_qk, tv_abs, window, chunk_scores, keep_weights, rel_scale=None):
+def _attend(q, k, v, rq, rk, s_qk, tv_abs, window, chunk_scores, keep_weights, rel_scale=None):
     """Softmax attention of Eq. 4, without autograd -> (terms, weights (heads * rows, L, L) or None).
 
-    qkv: (heads, rows, L, q|k|v) contiguous; rq, rk: scaled tables by position (see `_logits`);
+    q, k, v: (heads, rows, L, width) contiguous; rq, rk: scaled tables by position (see `_logits`);
     s_qk: (heads,) scale of q.k; tv_abs: (L, L, dv) r^v by position. terms: the q.v and value-relative
     terms (2, heads * rows, L, dv); with `rel_scale` (heads, 1, 1, dv), their sum q.v + rel_scale * value-relative
     (heads * rows, L, dv), added as each chunk ends. The products write through out= into the outputs
     and the workspace: a strided out= falls back to one GEMM per matrix, so every out= is contiguous.
     """
-    heads, rows, length, _ = qkv.shape
-    dq, dv = rq.shape[2], tv_abs.shape[-1]
-    weights = qkv.new_empty(heads * rows, length, length) if keep_weights else None
+    heads, rows, length, dq = q.shape
+    dv = v.shape[-1]
+    weights = q.new_empty(heads * rows, length, length) if keep_weights else None
     if rel_scale is None:
-        terms = qkv.new_empty(2, heads * rows, length, dv)
+        terms = q.new_empty(2, heads * rows, length, dv)
         sv, sve = terms.unbind()
     else:
-        terms = sv = qkv.new_empty(heads * rows, length, dv)
+        terms = sv = q.new_empty(heads * rows, length, dv)
         sve = None
-    workspace = _Workspace(qkv)
+    workspace = _Workspace(q)
     for hs, rs, flat in _chunks(heads, rows, length, chunk_scores):
-        qc, kc, vc = _split(qkv, dq, hs, rs)
+        qc, kc, vc = q[hs, rs], k[hs, rs], v[hs, rs]
         hc, rc = qc.shape[:2]
         n = hc * rc
         logits = _logits(qc, kc, rq[hs], rk[hs], s_qk[hs], window, workspace)
@@ -360,9 +359,9 @@ class _PositionSensitiveAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv, rq, rk, s_qk, tv_abs, window, chunk_scores, need_weights):
-        terms, weights = _attend(qkv, rq, rk, s_qk, tv_abs, window, chunk_scores, keep_weights=True)
-        ctx.save_for_backward(qkv, rq, rk, s_qk, tv_abs, weights)
+    def forward(ctx, q, k, v, rq, rk, s_qk, tv_abs, window, chunk_scores, need_weights):
+        terms, weights = _attend(q, k, v, rq, rk, s_qk, tv_abs, window, chunk_scores, keep_weights=True)
+        ctx.save_for_backward(q, k, v, rq, rk, s_qk, tv_abs, weights)
         ctx.chunk_scores = chunk_scores
         ctx.mark_non_differentiable(weights)
         return terms, (weights if need_weights else None)
@@ -370,17 +369,19 @@ class _PositionSensitiveAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_terms, _):
-        qkv, rq, rk, s_qk, tv_abs, weights = ctx.saved_tensors
-        heads, rows, length, group = qkv.shape
-        dq, dv = rq.shape[2], tv_abs.shape[-1]
-        grad_qkv = torch.empty_like(qkv)
+        q, k, v, rq, rk, s_qk, tv_abs, weights = ctx.saved_tensors
+        heads, rows, length, dq = q.shape
+        dv = v.shape[-1]
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         grad_rq, grad_rk, grad_tv = torch.zeros_like(rq), torch.zeros_like(rk), torch.zeros_like(tv_abs)
         grad_s = torch.zeros_like(s_qk)
-        workspace = _Workspace(qkv)
+        workspace = _Workspace(q)
         for hs, rs, flat in _chunks(heads, rows, length, ctx.chunk_scores):
-            qc, kc, vc = _split(qkv, dq, hs, rs)
+            qc, kc, vc = q[hs, rs], k[hs, rs], v[hs, rs]
             hc, rc = qc.shape[:2]
             n = hc * rc
+            # The chunk's gradients, written in place: a chunk is a contiguous block of each.
+            gq, gk, gv = grad_q[hs, rs], grad_k[hs, rs], grad_v[hs, rs]
             a, g_sv, g_sve = weights[flat], grad_terms[0, flat], grad_terms[1, flat]
             k2, v2 = kc.reshape(n, length, dq), vc.reshape(n, length, dv)
             grad_a = torch.bmm(g_sv, v2.mT, out=workspace("grad_a", n, length, length))
@@ -390,21 +391,19 @@ class _PositionSensitiveAttention(torch.autograd.Function):
             # softmax backward: G = a * (dA - sum_p dA a)
             grad_logits = grad_a.sub_(torch.linalg.vecdot(grad_a, a).unsqueeze(-1)).mul_(a)
             s = s_qk[hs].view(hc, 1, 1, 1)
-            grad_qs = torch.bmm(grad_logits, k2).view(hc, rc, length, dq)
-            grad_s[hs] += (grad_qs * qc).sum((1, 2, 3))
-            grad_q = grad_qs.mul_(s)
-            grad_k = torch.bmm(grad_logits.mT, (qc * s).view(n, length, dq)).view(hc, rc, length, dq)
+            torch.bmm(grad_logits, k2, out=gq.view(n, length, dq))  # d(s q).k: s's gradient, then q's
+            grad_s[hs] += (gq * qc).sum((1, 2, 3))
+            gq.mul_(s)
+            torch.bmm(grad_logits.mT, (qc * s).view(n, length, dq), out=gk.view(n, length, dq))
             # The relative terms, per query o (q's) and per key p (k's), as `_logits` forms them.
             grid = grad_logits.view(hc, rc, length, length)
-            grad_q += torch.matmul(grid.transpose(1, 2), rq[hs].mT).transpose(1, 2)
+            gq += torch.matmul(grid.transpose(1, 2), rq[hs].mT).transpose(1, 2)
             grad_rq[hs] += torch.matmul(qc.transpose(1, 2).mT, grid.transpose(1, 2))
             by_key = workspace("product", hc, length, rc, length).copy_(grid.permute(0, 3, 1, 2))  # (hc, p, rc, o)
-            grad_k += torch.matmul(by_key, rk[hs].mT).transpose(1, 2)
+            gk += torch.matmul(by_key, rk[hs].mT).transpose(1, 2)
             grad_rk[hs] += torch.matmul(kc.transpose(1, 2).mT, by_key)
-            grad_v = torch.bmm(a.mT, g_sv).view(hc, rc, length, dv)
-            out = grad_qkv[hs, rs]
-            out[..., :dq], out[..., dq : 2 * dq], out[..., 2 * dq :] = grad_q, grad_k, grad_v
-        return grad_qkv, grad_rq, grad_rk, grad_s, grad_tv, None, None, None
+            torch.bmm(a.mT, g_sv, out=gv.view(n, length, dv))
+        return grad_q, grad_k, grad_v, grad_rq, grad_rk, grad_s, grad_tv, None, None, None
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -429,13 +428,11 @@ class _SimilarityMoments(torch.autograd.Function):
     With t a query or key vector, f_i and S_i a table's sum and (d x d) second moment over the pairs of
     position i: sum t_i . f_i and sum_i <S_i, sum_rows t_i t_i^T>; for q.k, per line, (sum_i q_i).(sum_j k_j)
     and <sum_i q_i q_i^T, sum_j k_j k_j^T>. Nothing of size (rows, L, L) is built, and the backward
-    writes one gradient for the projection instead of autograd's one per term.
+    writes one gradient for q and one for k instead of autograd's one per term.
     """
 
     @staticmethod
-    def forward(ctx, qkv, first_q, second_q, first_k, second_k, with_qk):
-        dq = first_q.shape[-1]
-        q, k = qkv[..., :dq], qkv[..., dq : 2 * dq]
+    def forward(ctx, q, k, first_q, second_q, first_k, second_k, with_qk):
         by_position = [t.transpose(1, 2).contiguous() for t in (q, k)]  # (heads, L, rows, d)
         gram = [t.mT @ t for t in by_position]  # (heads, L, d, d): over rows, per position
         sums = [(t.sum(2) * f).sum((1, 2)) for t, f in zip(by_position, (first_q, first_k))]
@@ -443,32 +440,29 @@ class _SimilarityMoments(torch.autograd.Function):
         if with_qk:
             line_sums, line_gram = (q.sum(2), k.sum(2)), (q.mT @ q, k.mT @ k)  # per line, over L
             qk = (line_sums[0] * line_sums[1]).sum((1, 2)), (line_gram[0] * line_gram[1]).sum((1, 2, 3))
-            ctx.save_for_backward(qkv, first_q, second_q, first_k, second_k, *by_position, *gram, *line_sums,
+            ctx.save_for_backward(q, k, first_q, second_q, first_k, second_k, *by_position, *gram, *line_sums,
                                   *line_gram)
         else:
-            qk = (qkv.new_zeros(qkv.shape[0]),) * 2
-            ctx.save_for_backward(qkv, first_q, second_q, first_k, second_k, *by_position, *gram)
+            qk = (q.new_zeros(q.shape[0]),) * 2
+            ctx.save_for_backward(q, k, first_q, second_q, first_k, second_k, *by_position, *gram)
         ctx.with_qk = with_qk
         return torch.stack((qk[0], *sums)), torch.stack((qk[1], *squares))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_sums, grad_squares):
-        qkv, first_q, second_q, first_k, second_k, pos_q, pos_k, gram_q, gram_k, *lines = ctx.saved_tensors
-        dq = first_q.shape[-1]
-        grad_qkv = torch.zeros_like(qkv)
-        grads = []
+        q, k, first_q, second_q, first_k, second_k, pos_q, pos_k, gram_q, gram_k, *lines = ctx.saved_tensors
+        grad_t, grads = [], []
         per_table = ((pos_q, first_q, second_q, gram_q), (pos_k, first_k, second_k, gram_k))
         for i, (t, first, second, gram) in enumerate(per_table):
             g1, g2 = grad_sums[i + 1, :, None, None], grad_squares[i + 1, :, None, None, None]
-            # d/dt of t . f and t^T S t (S symmetric): f and 2 S t; written back by line.
+            # d/dt of t . f and t^T S t (S symmetric): f and 2 S t; by position, back to by line.
             grad = torch.matmul(t, second * (2 * g2)).add_((first * g1)[:, :, None])
-            grad_qkv[..., i * dq : (i + 1) * dq] = grad.transpose(1, 2)
+            grad_t.append(grad.transpose(1, 2).contiguous())
             grads += [(t.sum(2) * g1).sum(0), (gram * g2).sum(0)]
         if ctx.with_qk:
             sum_q, sum_k, line_q, line_k = lines
             g1, g2 = grad_sums[0, :, None, None], grad_squares[0, :, None, None, None]
-            q, k = qkv[..., :dq], qkv[..., dq : 2 * dq]
-            grad_qkv[..., :dq] += torch.matmul(q, line_k * (2 * g2)).add_((sum_k * g1)[:, :, None])
-            grad_qkv[..., dq : 2 * dq] += torch.matmul(k, line_q * (2 * g2)).add_((sum_q * g1)[:, :, None])
-        return grad_qkv, *grads, None
+            grad_t[0] += torch.matmul(q, line_k * (2 * g2)).add_((sum_k * g1)[:, :, None])
+            grad_t[1] += torch.matmul(k, line_q * (2 * g2)).add_((sum_q * g1)[:, :, None])
+        return *grad_t, *grads, None
