@@ -20,7 +20,7 @@ With the weights materialised, the work is keeping every (L, L) pass cheap:
   * lines are attended in chunks whose (L, L) temporaries stay in cache, in buffers reused from
     chunk to chunk;
   * with autograd, the chunks run inside one autograd node whose backward walks the same chunks
-    with the saved weights and writes one gradient for the whole projection (autograd through the
+    with the saved weights and writes the gradients of q, k and v in place (autograd through the
     chunks' slices zero-filled a full-size gradient per chunk), and the similarity statistics are
     another node with a closed-form backward.
 """
