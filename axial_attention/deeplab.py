@@ -197,9 +197,9 @@ class PositionSensitiveAxialAttention(nn.Module):
         qkv = self.bn_qkv(self.qkv(x)) if self.training else F.conv2d(x, *self._eval_projection())
         # q, k and v each laid out (heads, batch * lines, L, width): one copy each, after which every product
         # reads its operands in place and the backward writes their gradients in place.
-        order = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2)
+        to_lines = (1, 0, 4, 3, 2) if self.axis == 2 else (1, 0, 3, 4, 2)
         q, k, v = (
-            t.permute(order).contiguous().flatten(1, 2)
+            t.permute(to_lines).contiguous().flatten(1, 2)
             for t in qkv.unflatten(1, (heads, -1)).split([self.dim_qk, self.dim_qk, self.dim_v], dim=2)
         )
         batch, lines = x.shape[0], x.shape[5 - self.axis]
@@ -260,8 +260,8 @@ def _chunks(heads: int, rows: int, length: int, chunk_scores: int):
 
     A chunk takes rows [r0, r1) of one head, or every row of heads [h0, h1): either way its (head, row)
     pairs are one contiguous range of the flattened index, so q, k and v of a chunk are contiguous views
-    that the products read in place, and the products write straight into slices of the outputs. An empty batch
-    gives one empty chunk, so that outputs stay connected to the inputs.
+    that the products read in place, and the products write straight into slices of the outputs. An
+    empty batch gives one empty chunk, so that outputs stay connected to the inputs.
     """
     per_chunk = max(1, chunk_scores // (length * length))  # rows of one head
     head_step, row_step = (max(1, per_chunk // rows), rows) if per_chunk >= rows > 0 else (1, per_chunk)
@@ -437,14 +437,13 @@ class _SimilarityMoments(torch.autograd.Function):
         gram = [t.mT @ t for t in by_position]  # (heads, L, d, d): over rows, per position
         sums = [(t.sum(2) * f).sum((1, 2)) for t, f in zip(by_position, (first_q, first_k))]
         squares = [(g * m).sum((1, 2, 3)) for g, m in zip(gram, (second_q, second_k))]
+        lines = ()
         if with_qk:
-            line_sums, line_gram = (q.sum(2), k.sum(2)), (q.mT @ q, k.mT @ k)  # per line, over L
-            qk = (line_sums[0] * line_sums[1]).sum((1, 2)), (line_gram[0] * line_gram[1]).sum((1, 2, 3))
-            ctx.save_for_backward(q, k, first_q, second_q, first_k, second_k, *by_position, *gram, *line_sums,
-                                  *line_gram)
+            lines = (q.sum(2), k.sum(2), q.mT @ q, k.mT @ k)  # per line, over L: sums and (d x d) moments
+            qk = (lines[0] * lines[1]).sum((1, 2)), (lines[2] * lines[3]).sum((1, 2, 3))
         else:
             qk = (q.new_zeros(q.shape[0]),) * 2
-            ctx.save_for_backward(q, k, first_q, second_q, first_k, second_k, *by_position, *gram)
+        ctx.save_for_backward(q, k, first_q, second_q, first_k, second_k, *by_position, *gram, *lines)
         ctx.with_qk = with_qk
         return torch.stack((qk[0], *sums)), torch.stack((qk[1], *squares))
 
