@@ -211,7 +211,7 @@ def main() -> None:
     parser = benchmark_parser(
         __doc__,
         child=True,
-        repeats=dict(default=15),
+        repeats=dict(default=None, help="timed runs of each variant (default 15; profile: profiled forwards, 5)"),
         threads=dict(default=1, help="CPU threads; 1 by default because on a shared machine multi-threaded kernels "
                                      "spend more time waiting for a descheduled thread than computing"),
     )
@@ -230,6 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
+    args.repeats = args.repeats or (5 if args.part == "profile" else 15)
     if args.part == "resnets":
         args.size = args.size or 224
         if args.quick:
@@ -237,7 +238,6 @@ def main() -> None:
         return resnets(args)
     if args.part == "profile":
         args.size = args.size or 224
-        args.repeats = min(args.repeats, 5)
         if args.quick:
             args.size, args.batch, args.repeats = 64, 1, 1
         return profile(args)
