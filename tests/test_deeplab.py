@@ -1,6 +1,7 @@
 """Position-sensitive axial attention and Axial-ResNets against the naive Eq. 4 of reference.py."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -196,29 +197,30 @@ def test_digits_example_runs_tiny(monkeypatch, capsys):
     float(out.split("test accuracy:")[1].split()[0].rstrip("%"))
 
 
+def float32_and_bf16(module: torch.nn.Module, x: torch.Tensor, grad: bool):
+    """module(x) in float32 and, on a copy (training moves running statistics), under bf16 autocast on
+    x's device -> (float32 output, bf16 output as float32, the copy)."""
+    twin = copy.deepcopy(module)
+    with torch.set_grad_enabled(grad):
+        high = module(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            low = twin(x).float()
+    return high, low, twin
+
+
 @pytest.mark.parametrize("grad", [True, False])  # the autograd node, or the chunks run directly
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("local", [False, True])
 def test_bf16_autocast_tracks_float32(training, local, grad):
-    import copy
-
     torch.manual_seed(0)
     layer = PositionSensitiveAxialAttention(16, heads=2, span=5 if local else 12, axis="width", local=local)
-    layer.train(training)
-    twin = copy.deepcopy(layer)  # training updates running statistics: each run gets its own copy
-    x = torch.randn(2, 16, 6, 12)
-    with torch.set_grad_enabled(grad):
-        high = layer(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = twin(x).float()
+    high, low, _ = float32_and_bf16(layer.train(training), torch.randn(2, 16, 6, 12), grad)
     assert torch.isfinite(low).all()
     assert (low - high).abs().max() < 0.05 * high.abs().max()
 
 
 @pytest.mark.parametrize("training", [False, True])
 def test_channels_last_input_gives_the_same_result(training):
-    import copy
-
     torch.manual_seed(0)
     layer = PositionSensitiveAxialAttention(16, heads=2, span=8, axis="height").train(training)
     randomise(layer)
@@ -249,16 +251,9 @@ def test_channels_last_input_gives_the_same_result(training):
 @pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("training", [False, True])
 def test_cuda_bf16_autocast_tracks_float32(training, grad):
-    import copy
-
     torch.manual_seed(0)
     model = axial_resnet26s(num_classes=10, image_size=64).cuda().train(training)
-    twin = copy.deepcopy(model)
-    x = torch.randn(2, 3, 64, 64, device="cuda")
-    with torch.set_grad_enabled(grad):
-        high = model(x)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            low = twin(x).float()
+    high, low, twin = float32_and_bf16(model, torch.randn(2, 3, 64, 64, device="cuda"), grad)
     assert torch.isfinite(low).all()
     assert (low - high).abs().max() < 0.1 * high.abs().max()
     if grad:
