@@ -8,7 +8,7 @@ setup(
     # `axial_attention` is the same, so this package replaces that one (uninstall it first).
     name="torch-axial-attention",
     # one version, in the package (save_pretrained records it in config.json)
-    version=re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("axial_attention").joinpath("__init__.py")
+    version=re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("axial_attention").joinpath("_version.py")
                       .read_text(encoding="utf-8")).group(1),
     description="Axial attention for images, video and any N-dimensional tensor, on PyTorch's fused SDPA",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
@@ -17,7 +17,7 @@ setup(
     packages=find_packages(include=["axial_attention", "axial_attention.*"]),
     python_requires=">=3.9",
     # 2.4: the device-generic autocast queries (torch.get_autocast_dtype(device)) the reversible backward replays
-    install_requires=["torch>=2.4", "safetensors>=0.4"],
+    install_requires=["torch>=2.4", "einops>=0.7", "safetensors>=0.4"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "build>=1.0"],
         # the trainer and the examples: bundled digits, progress bars, PNGs and curves

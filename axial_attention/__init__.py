@@ -1,26 +1,37 @@
-"""Axial attention for images, video and any N-dimensional tensor."""
-from .attention import AxialAttention, AxisAttention, attend_along_axis
-from .autoregressive import AutoregressiveAxialTransformer
-from .axial_resnet import (
+"""Axial attention for images, video and any N-dimensional tensor.
+
+layers/ (attention and its companions), models/ (built from the layers), training/ (the `axial-attention`
+command and its loop), compat/ (0.6.1 checkpoints and module names, official Axial-DeepLab checkpoints,
+earlier module paths); validation.py holds the argument and input checks all of them share.
+"""
+from ._version import __version__  # noqa: F401  (axial_attention.__version__)
+from .compat import convert_axial_deeplab_state_dict, convert_lucidrains_state_dict
+from .compat.module_paths import serve_old_paths
+from .layers import (
+    AxialAttention,
+    AxialPositionalEmbedding,
+    AxisAttention,
+    PastNeighbourhoodAttention,
+    PositionSensitiveAxialAttention,
+    ReversibleSequence,
+    attend_along_axis,
+)
+from .models import (
+    AutoregressiveAxialTransformer,
     AxialBlock,
+    AxialImageTransformer,
     AxialResNet,
     axial_resnet26s,
     axial_resnet50l,
     axial_resnet50m,
     axial_resnet50s,
 )
-from .compat import convert_lucidrains_state_dict
-from .deeplab import PositionSensitiveAxialAttention
-from .deeplab_compat import convert_axial_deeplab_state_dict
-from .image_transformer import AxialImageTransformer
-from .neighbourhood import PastNeighbourhoodAttention
-from .positional import AxialPositionalEmbedding
-from .reversible import ReversibleSequence
 
-# lucidrains' axial-attention 0.6.1's module surface (its SelfAttention is exported here too, as in 0.6.1)
-from .axial_attention import SelfAttention  # noqa: E402  (imports the modules above)
+serve_old_paths()
 
-__version__ = "0.2.0"
+# lucidrains' axial-attention 0.6.1's module surface (its SelfAttention is exported here too, as in 0.6.1);
+# importing it runs the installation check
+from .axial_attention import SelfAttention  # noqa: E402
 
 __all__ = [
     "AutoregressiveAxialTransformer",

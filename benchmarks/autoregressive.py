@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from axial_attention import AutoregressiveAxialTransformer
-from axial_attention.sampling import complete_cached, complete_reference
+from axial_attention.models.sampling import complete_cached, complete_reference
 from axial_attention.training import TrainConfig, evaluate_bits_per_dim, load_images
 from axial_attention.training.data import batch_indices
 from axial_attention.training.trainer import learning_rate

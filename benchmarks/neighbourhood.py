@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from axial_attention import attend_along_axis
-from axial_attention.neighbourhood import gather_past_windows
+from axial_attention.layers.neighbourhood import gather_past_windows
 from benchmarks.common import (
     benchmark_parser,
     interleaved_medians,

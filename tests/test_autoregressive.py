@@ -166,7 +166,7 @@ def test_cached_sampling_equals_reference(image_shape, levels, num_classes, temp
                          [((1, 4, 3), 5, 3, 0.8, 1), ((3, 3, 2), 4, None, 1.3, 2), ((2, 4, 2), 3, 4, 0.6, 3)])
 def test_cached_completion_equals_reference_and_keeps_the_prefix(image_shape, levels, num_classes, temperature, keep,
                                                                    monkeypatch):
-    import axial_attention.sampling as sampling
+    import axial_attention.models.sampling as sampling
 
     model = make_model(image_shape, levels, num_classes, std=0.3)
     x = torch.randint(0, levels, (6, *image_shape), generator=torch.Generator().manual_seed(3))

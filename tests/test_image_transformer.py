@@ -60,7 +60,7 @@ def test_reversible_gradients_equal_plain_autograd(kwargs, shape, input_grad):
 
 
 def test_feed_forward_norm_is_0_6_1s_formula_with_exact_gradients():
-    from axial_attention.image_transformer import _ChanLayerNorm
+    from axial_attention.models.image_transformer import _ChanLayerNorm
 
     torch.manual_seed(0)
     norm = _ChanLayerNorm(6).double()
@@ -239,7 +239,7 @@ def test_the_modules_earlier_name_still_imports_and_loads_models_pickled_under_i
         # Protocol 2, as inside torch.save's archive: classes are named as text, module path then class
         # name, so renaming the path gives the bytes a model pickled before the move had.
         pickled = pickle.dumps(model, protocol=2)
-        old = pickled.replace(b"axial_attention.image_transformer\n", b"axial_attention.transformer\n")
+        old = pickled.replace(b"axial_attention.models.image_transformer\n", b"axial_attention.transformer\n")
         # the model's class and its private sublayers' (_PreNormAttention, _ConvFeedForward, _ChanLayerNorm, ...)
         assert old.count(b"axial_attention.transformer\n") >= 4
         loaded = pickle.loads(old)

@@ -11,8 +11,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
-from axial_attention import installation
+from axial_attention.compat import installation
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORT_CHECK = ("import warnings, axial_attention\n"
@@ -54,9 +55,13 @@ def test_installing_axial_attention_over_this_package_warns_and_the_printed_fix_
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("torch_axial_attention-*.whl")
 
-    # A throwaway environment; the system's site-packages give it torch.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
+    # A throwaway environment that sees this one's torch through a path file: torch may live in a venv
+    # (a newcomer's) or system-wide, and a path file (unlike --system-site-packages) finds it in either. Only
+    # the directory is added, not its .pth files, so this environment's own install of the package stays out.
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
     python = str(tmp_path / "venv" / "bin" / "python")
+    site = _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).stdout.strip()
+    (Path(site) / "outer_torch.pth").write_text(str(Path(torch.__file__).resolve().parent.parent) + "\n")
     _pip_or_skip(python, "--no-deps", str(wheel), cwd=tmp_path)
     _pip_or_skip(python, "--no-deps", "axial-attention==0.6.1", cwd=tmp_path)  # over it, as requirements files do
 
@@ -64,7 +69,7 @@ def test_installing_axial_attention_over_this_package_warns_and_the_printed_fix_
     message = clashed.stderr
     assert "InstallationClashWarning" in message, message
     assert "axial-attention 0.6.1 (lucidrains' package) is installed beside torch-axial-attention" in message
-    assert "Its files replaced this package's __init__.py, reversible.py" in message, message
+    assert "Its files replaced this package's __init__.py, so" in message, message
     fix = re.search(r"To repair, run:\n {4}(.+)\n", message).group(1)
     assert "uninstall -y axial-attention" in fix and "--force-reinstall --no-deps" in fix
 

@@ -96,7 +96,9 @@ def test_every_public_name_and_argument_of_0_6_1_exists_here(peer):
 
 def test_the_surface_check_finds_what_is_missing(peer, monkeypatch):
     """The check above can fail: remove a name, an argument, change a default."""
-    monkeypatch.setattr(axial_attention.axial_attention, "sort_and_return_indices", lambda array: array)
+    from axial_attention.compat import lucidrains_axial_attention  # served as axial_attention.axial_attention
+
+    monkeypatch.setattr(lucidrains_axial_attention, "sort_and_return_indices", lambda array: array)
 
     def forward(self, x, kv=None, extra=None):  # noqa: ARG001
         return x
@@ -106,7 +108,7 @@ def test_the_surface_check_finds_what_is_missing(peer, monkeypatch):
 
     monkeypatch.setattr(SelfAttention, "__init__", init)
     monkeypatch.setattr(AxialAttention, "forward", lambda self, inputs: inputs)
-    monkeypatch.delattr(axial_attention.axial_attention, "PreNorm")
+    monkeypatch.delattr(lucidrains_axial_attention, "PreNorm")
     _, gaps = surface_gaps(peer)
     assert sorted(gaps) == sorted([
         "axial_attention.axial_attention.sort_and_return_indices: argument 'arr' missing",
@@ -188,7 +190,7 @@ def test_self_attention_equals_0_6_1(peer, heads, dim_heads, kv_length):
 
 def test_self_attention_runs_on_the_primitive(monkeypatch):
     calls = []
-    import axial_attention.axial_attention as lucidrains
+    import axial_attention.compat.lucidrains_axial_attention as lucidrains
 
     original = lucidrains.attend_along_axis
     monkeypatch.setattr(lucidrains, "attend_along_axis", lambda *a, **k: calls.append(1) or original(*a, **k))

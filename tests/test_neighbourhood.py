@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from test_autoregressive import dependency_matrix, make_model, total_probability
 
-import axial_attention.neighbourhood as neighbourhood
+import axial_attention.layers.neighbourhood as neighbourhood
 from axial_attention import AutoregressiveAxialTransformer, PastNeighbourhoodAttention
-from axial_attention.neighbourhood import gather_windows
+from axial_attention.layers.neighbourhood import gather_windows
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 

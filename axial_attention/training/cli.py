@@ -21,21 +21,15 @@ from typing import Optional
 
 import torch
 
-from ..autoregressive import AutoregressiveAxialTransformer
+from ..models.autoregressive import AutoregressiveAxialTransformer
+from .checkpoints import RESULTS_NAME
+from .config import NonFiniteLossError, TrainConfig
 from .data import ImageData, load_images
 from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
+from .evaluation import completions_of, evaluate_bits, format_frames, frame_record
 from .pictures import save_animation, save_completions, save_grid
 from .presets import PRESETS, apply_preset
-from .trainer import (
-    RESULTS_NAME,
-    NonFiniteLossError,
-    TrainConfig,
-    completions_of,
-    evaluate_bits,
-    format_frames,
-    frame_record,
-    train,
-)
+from .trainer import train
 
 PROG = "axial-attention"
 

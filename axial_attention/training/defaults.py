@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from ..decoder import DecoderBlock
+from ..models.decoder import DecoderBlock
 
 CHOSEN_FOR_DATA = ("steps", "batch_size", "dim", "depth", "dropout", "attn_dropout", "past_window")
 SMALL_ITEM_TOKENS = 256

@@ -19,89 +19,45 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..autoregressive import AutoregressiveAxialTransformer
-from ..pretrained import WEIGHTS_NAME, write_atomically
+from ..models.autoregressive import AutoregressiveAxialTransformer
+from ..models.pretrained import WEIGHTS_NAME, write_atomically
+from .checkpoints import (  # noqa: F401  (0.2.0 had them here)
+    BEFORE_THE_OPTION,
+    METRICS_NAME,
+    RESULTS_NAME,
+    RESUME_MUST_MATCH,
+    STATE_FORMAT,
+    STATE_NAME,
+    check_resumable,
+    keep_metrics_until,
+    load_state,
+    rng_state,
+    set_rng_state,
+)
+from .config import NonFiniteLossError, RunError, TrainConfig, check_config
 from .data import ImageData, batch_indices, load_images
-from .defaults import CHOSEN_FOR_DATA, available_memory, data_defaults, step_memory
-from .devices import autocast, check_precision, cpu_threads, init_distributed, select_device
+from .defaults import available_memory, step_memory
+from .devices import autocast, check_precision, init_distributed, select_device
 from .ema import ExponentialMovingAverage
-from .pictures import save_animation, save_curves, save_grid
+from .evaluation import (  # noqa: F401  (0.2.0 had them here)
+    EVAL_TOKENS,
+    completions_of,
+    evaluate_bits,
+    evaluate_bits_per_dim,
+    format_frames,
+    frame_record,
+    save_samples,
+)
+from .pictures import save_curves
 
-STATE_NAME, METRICS_NAME, RESULTS_NAME = "training_state.pt", "metrics.jsonl", "results.json"
 CURVES_NAME, SAMPLES_NAME = "curves.png", "samples.png"
-STATE_FORMAT = 1
-EVAL_TOKENS = 256 * 64  # tokens per evaluation batch: 256 digits, 8 clips of 8 x 16 x 16
-# Arguments that define the trajectory: resuming with other values would not continue the same run.
-RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr",
-                     "weight_decay", "dim", "heads", "depth", "inner_depth", "dropout", "attn_dropout", "ema",
-                     "ema_decay", "past_window", "past_slices", "warmup")
-# What a run saved before an option existed used (its args lack the key).
-BEFORE_THE_OPTION = {"past_window": 0}
-
-
-class RunError(ValueError):
-    """A run folder or flag that cannot be used as asked; the message names the file or flag."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training stopped on a NaN/inf loss; the last good checkpoint is left as it was."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything `axial-attention train` takes (same names as its flags)."""
-
-    data: str = "digits"
-    video: bool = False
-    levels: Optional[int] = None
-    size: Optional[int] = None
-    out: Optional[str] = None  # default: runs/<data set name>, e.g. runs/digits
-    # None: chosen for the data (defaults.py): the digits' tuned values, lighter ones for larger items
-    steps: Optional[int] = None
-    batch_size: Optional[int] = None
-    grad_accum: int = 1
-    lr: float = 2e-3
-    warmup: Optional[int] = None  # steps; None: 10% of --steps, at most 100
-    weight_decay: float = 0.1
-    dim: Optional[int] = None
-    heads: int = 4
-    depth: Optional[int] = None
-    inner_depth: Optional[int] = None
-    dropout: Optional[float] = None
-    attn_dropout: Optional[float] = None
-    past_window: Optional[int] = None  # 0: off
-    past_slices: int = 1
-    activation_checkpointing: bool = False
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
-    ema: bool = True
-    ema_decay: float = 0.998
-    eval_every: int = 250
-    log_every: int = 25
-    checkpoint_every: int = 250
-    samples_per_row: int = 10
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.out is None:
-            self.out = str(Path("runs") / (Path(self.data.rstrip("/\\")).stem or "data"))
-
-    def for_data(self, image_shape: Sequence[int]) -> TrainConfig:
-        """This configuration with the options left as None chosen for items of `image_shape`."""
-        chosen = data_defaults(image_shape)
-        return dataclasses.replace(self, **{k: chosen[k] for k in CHOSEN_FOR_DATA if getattr(self, k) is None})
 
 
 class _BitsPerDim(nn.Module):
@@ -127,150 +83,6 @@ def learning_rate(step: int, steps: int, peak: float, warmup: Optional[int] = No
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-@torch.no_grad()
-def evaluate_bits(model: nn.Module, images: Tensor, labels: Optional[Tensor],
-                  rank: int = 0, world: int = 1, batch: Optional[int] = None) -> tuple[float, list[float]]:
-    """Mean bits/dim over `images` in float32, and the mean bits of each slice of the first axis (each
-    frame of a video, each row of an image) given the slices before it; each rank scores its shard and all
-    ranks get the totals. `batch`: items per forward pass (default: about 16k tokens, 256 digits)."""
-    batch = batch or max(1, EVAL_TOKENS // images[0].numel())
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total = torch.zeros(1 + images.shape[2], dtype=torch.float64, device=device)  # count, bits of each slice
-    for part in torch.arange(rank, len(images), world).split(batch):
-        y = None if labels is None else labels[part].to(device)
-        total[1:] += model.bits_per_slice(images[part].to(device), y).double().sum(0)
-        total[0] += len(part)
-    model.train(was_training)
-    if world > 1:
-        dist.all_reduce(total)
-    per_slice = total[1:] / total[0]
-    return float(per_slice.sum() / images[0].numel()), per_slice.tolist()
-
-
-def evaluate_bits_per_dim(model: nn.Module, images: Tensor, labels: Optional[Tensor],
-                          rank: int = 0, world: int = 1, batch: Optional[int] = None) -> float:
-    """Mean bits/dim over `images` (see `evaluate_bits`)."""
-    return evaluate_bits(model, images, labels, rank, world, batch)[0]
-
-
-def format_frames(per_frame: list[float]) -> str:
-    """One line: the bits of each frame, and the later frames' mean against the first's."""
-    line = f"bits per frame: {', '.join(f'{b:.1f}' for b in per_frame)}"
-    if len(per_frame) > 1 and per_frame[0] > 0:
-        later = sum(per_frame[1:]) / (len(per_frame) - 1)
-        line += f"   (frames 2..{len(per_frame)}: {later / per_frame[0]:.2f} of frame 1's)"
-    return line
-
-
-def frame_record(model: AutoregressiveAxialTransformer, per_slice: list[float]) -> dict:
-    """What a video run logs beside its bits/dim: the test bits of each frame (empty for images: their
-    slices are rows, which all cost alike only by accident)."""
-    return {"test_bits_per_frame": per_slice} if model.num_axes > 2 else {}
-
-
-def completions_of(model: AutoregressiveAxialTransformer, originals: Tensor, labels: Optional[Tensor], keep: int,
-                   samples: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> Tensor:
-    """`samples` completions of each of `originals` (N, C, *axes), its first `keep` slices kept:
-    (N, samples, C, *axes) on the CPU. Labels are used only by a class-conditional model."""
-    repeated = originals.repeat_interleave(samples, dim=0).to(model.device)
-    if labels is not None and model.num_classes is not None:
-        labels = labels.repeat_interleave(samples).to(model.device)
-    else:
-        labels = None
-    with cpu_threads(model.device):
-        completed = model.complete(repeated, keep, labels, temperature, generator)
-    return completed.reshape(len(originals), samples, *model.image_shape).cpu()
-
-
-def save_samples(model: AutoregressiveAxialTransformer, path: Path, per_row: int, seed: int,
-                 test: tuple[Tensor, Optional[Tensor]], continued: int = 4) -> None:
-    """Images (or sequences): a PNG grid, one row of samples per class (class-conditional) or a square
-    grid. Videos (more than two axes): one sampled clip per class (or `per_row` clips without labels),
-    then `continued` test clips, each followed by two continuations sampled from its first frame: a row
-    of frames per clip in the PNG, and all of them playing in a GIF beside it."""
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    video = model.num_axes > 2
-    per_class = 1 if video else per_row
-    count = per_class * (model.num_classes or per_row)
-    labels = None
-    if model.num_classes is not None:
-        labels = torch.arange(model.num_classes, device=model.device).repeat_interleave(per_class)
-    with cpu_threads(model.device):
-        items = model.sample(count, labels=labels, generator=generator).cpu()
-    if video:
-        clips, clip_labels = test[0][:continued], None if test[1] is None else test[1][:continued]
-        continuations = completions_of(model, clips, clip_labels, 1, 2, generator=generator)
-        items = torch.cat([items, torch.cat([clips[:, None], continuations], dim=1).flatten(0, 1)])
-    save_grid(items, model.num_levels, path, per_row)
-    if video:
-        save_animation(items, model.num_levels, path.with_suffix(".gif"), per_row=3)
-
-
-def _load_state(path: Path, device: torch.device) -> dict:
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # a truncated zip, a foreign pickle: torch raises several types
-        raise RunError(f"{path}: not a readable training state ({type(error).__name__}: "
-                       f"{str(error).splitlines()[0] if str(error) else 'empty'}); it may be truncated. "
-                       f"The model in {WEIGHTS_NAME} is untouched; start a new run with --overwrite") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise RunError(f"{path}: not a training state of this package (format {STATE_FORMAT})")
-    return state
-
-
-def _check_resumable(state: dict, config: TrainConfig, world: int, path: Path) -> None:
-    saved = {**BEFORE_THE_OPTION, **state["args"]}
-    differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {getattr(config, k)!r}"
-              for k in RESUME_MUST_MATCH if saved.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
-    if differ:
-        raise RunError(f"--resume: {path} was trained with other arguments ({'; '.join(differ)}); "
-                       f"use the same ones, or another --out")
-    if len(state["rng"]) != world:
-        raise RunError(f"--resume: {path} was written by {len(state['rng'])} process(es), this run has {world}")
-
-
-def _rng_state(device: torch.device) -> dict:
-    return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def _set_rng_state(rng: dict, device: torch.device) -> None:
-    torch.set_rng_state(rng["cpu"].cpu())
-    if device.type == "cuda" and rng.get("cuda") is not None:
-        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
-
-
-def _keep_metrics_until(path: Path, step: int) -> None:
-    """On resume, drop the lines a killed run logged after its last checkpoint (they are logged again)."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines)))
-
-
-def _check_config(config: TrainConfig, world: int) -> None:
-    positive = ("steps", "batch_size", "grad_accum", "dim", "heads", "depth", "eval_every", "log_every",
-                "checkpoint_every", "samples_per_row")
-    for name in positive:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RunError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if config.batch_size % (world * config.grad_accum):
-        raise RunError(f"--batch-size ({config.batch_size}) must be divisible by processes x --grad-accum "
-                       f"({world} x {config.grad_accum})")
-    if not config.lr > 0:
-        raise RunError(f"--lr must be > 0, got {config.lr}")
-    for name in ("dropout", "attn_dropout", "ema_decay"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise RunError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(config, name)}")
-    if config.past_window < 0 or (config.past_window and config.past_window % 2 == 0):
-        raise RunError(f"--past-window must be 0 (off) or odd (a centre and the same reach on each side), "
-                       f"got {config.past_window}")
-    if config.warmup is not None and config.warmup < 0:
-        raise RunError(f"--warmup must be >= 0 steps, got {config.warmup}")
 
 
 def _check_memory(model: AutoregressiveAxialTransformer, config: TrainConfig, world: int, device: torch.device,
@@ -299,7 +111,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     data = load_images(config.data, config.levels, config.size, video=config.video)
     config = config.for_data(data.image_shape)
     rank, world, local_rank = init_distributed(config.device)
-    _check_config(config, world)
+    check_config(config, world)
     device = select_device(config.device, local_rank)
     amp_dtype = check_precision(config.precision, device)
     out = Path(config.out)
@@ -307,8 +119,8 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     state = None
     if state_path.exists():
         if config.resume:
-            state = _load_state(state_path, device)
-            _check_resumable(state, config, world, state_path)
+            state = load_state(state_path, device)
+            check_resumable(state, config, world, state_path)
         elif not config.overwrite:
             raise RunError(f"--out {out} already holds a run ({STATE_NAME}); pass --resume to continue it, "
                            f"--overwrite to start it again, or choose another --out")
@@ -333,12 +145,12 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        _set_rng_state(state["rng"][rank], device)
+        set_rng_state(state["rng"][rank], device)
         start = state["step"]
     elif rank == 0:  # a fresh run (or --overwrite): no metrics of an earlier one
         (out / METRICS_NAME).unlink(missing_ok=True)
     if rank == 0:
-        _keep_metrics_until(out / METRICS_NAME, start)
+        keep_metrics_until(out / METRICS_NAME, start)
         _write_results(out, {"status": "running", "args": dataclasses.asdict(config)})
     del state
     eval_model = model if ema is None else ema.average
@@ -359,10 +171,10 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
 
     def checkpoint(step: int) -> None:
         nonlocal last_checkpoint
-        rng = [_rng_state(device)]
+        rng = [rng_state(device)]
         if world > 1:
             rng = [None] * world
-            dist.all_gather_object(rng, _rng_state(device))
+            dist.all_gather_object(rng, rng_state(device))
         if rank == 0:
             eval_model.save_pretrained(out)
             training_state = {

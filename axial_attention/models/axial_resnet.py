@@ -10,8 +10,8 @@ from typing import Optional, Sequence, Union
 
 from torch import Tensor, nn
 
-from .deeplab import PositionSensitiveAxialAttention
-from .validation import (
+from ..layers.position_sensitive import PositionSensitiveAxialAttention
+from ..validation import (
     check_axial_lengths,
     check_bool,
     check_choice,

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import check_divisible, check_int, check_odd
 from .attention import attend_along_axis
-from .validation import check_divisible, check_int, check_odd
 
 
 def gather_windows(t: Tensor, radius: int) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AxisAttention
+from ..layers.attention import AxisAttention
 
 # Residual branches start close to the identity, as in the official code (zero-ish output
 # projections): the untrained model is a per-position unigram model and depth is added gradually.

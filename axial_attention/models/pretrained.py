@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, TypeVar, Union
 import torch
 from torch import nn
 
+from .._version import __version__
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
@@ -87,8 +89,6 @@ class PretrainedMixin:
     def save_pretrained(self, folder: PathLike) -> Path:
         """Write `folder/config.json` and `folder/model.safetensors` (weights on the CPU); returns the folder."""
         from safetensors.torch import save_file
-
-        from . import __version__
 
         assert isinstance(self, nn.Module)
         folder = Path(folder)

@@ -34,12 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .decoder import OUT_PROJ_INIT_STD, DecoderBlock
-from .neighbourhood import PastNeighbourhoodAttention
-from .positional import AxialPositionalEmbedding
-from .pretrained import PretrainedMixin
-from .sampling import complete_cached, complete_reference
-from .validation import (
+from ..layers.neighbourhood import PastNeighbourhoodAttention
+from ..layers.positional import AxialPositionalEmbedding
+from ..validation import (
     check_generator,
     check_int,
     check_levels,
@@ -48,6 +45,9 @@ from .validation import (
     check_probability,
     check_shape,
 )
+from .decoder import OUT_PROJ_INIT_STD, DecoderBlock
+from .pretrained import PretrainedMixin
+from .sampling import complete_cached, complete_reference
 
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("frames", "height", "width")}
 

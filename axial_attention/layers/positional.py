@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compat import upgrade_lucidrains_pickle
-from .validation import check_axial_input, check_bool, check_int, check_shape, describe, normalize_dim_index
+from ..compat.lucidrains_state_dicts import upgrade_lucidrains_pickle
+from ..validation import check_axial_input, check_bool, check_int, check_shape, describe, normalize_dim_index
 
 
 class AxialPositionalEmbedding(nn.Module):

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compat import convert_lucidrains_on_load, upgrade_lucidrains_pickle
-from .validation import (
+from ..compat.lucidrains_state_dicts import convert_lucidrains_on_load, upgrade_lucidrains_pickle
+from ..validation import (
     check_axial_input,
     check_axis_flags,
     check_bool,

@@ -22,8 +22,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .compat import convert_lucidrains_on_load, upgrade_lucidrains_pickle
-from .validation import check_bool, check_bool_pair, describe
+from ..compat.lucidrains_state_dicts import convert_lucidrains_on_load, upgrade_lucidrains_pickle
+from ..validation import check_bool, check_bool_pair, describe
 
 
 class CouplingBlock(nn.Module):
@@ -260,20 +260,3 @@ class ReversibleSequence(nn.Module):
                 x1, x2, block, tape, index, index == last, kw_names, len(kw_values), *kw_values, *block_params
             )
         return x1, x2
-
-
-# 0.6.1's axial_attention.reversible had these too; they live with its other names in axial_attention/axial_attention/.
-_LUCIDRAINS_NAMES = ("Deterministic", "ReversibleBlock", "IrreversibleBlock", "Function", "get_device_states",
-                     "set_device_states")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LUCIDRAINS_NAMES:
-        from . import axial_attention as lucidrains  # imported on use: that module imports this one
-
-        return getattr(lucidrains, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LUCIDRAINS_NAMES])

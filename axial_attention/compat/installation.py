@@ -1,7 +1,8 @@
 """The install clash with lucidrains' `axial-attention`: both distributions ship the package `axial_attention`.
 
 Installing `axial-attention` after this package (`torch-axial-attention`) overwrites our `__init__.py`
-and `reversible.py` with its own; uninstalling it then deletes them. pip says nothing, so the import
+with its own (and its `reversible.py` hides our `axial_attention.reversible`, an old path served by
+module_paths.py); uninstalling it then deletes `__init__.py`. pip says nothing, so the import
 says it: `check_installation()` runs once per process from `axial_attention/axial_attention/`, the one
 file of ours that 0.6.1's `__init__.py` imports and cannot overwrite. It costs one metadata lookup
 (~0.1 ms) when `axial-attention` is absent; only when it is present does it read the two
@@ -22,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 OURS = "torch-axial-attention"
 THEIRS = "axial-attention"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the axial_attention package, where both install files
 
 
 class InstallationClashWarning(UserWarning):

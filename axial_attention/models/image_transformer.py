@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AxisAttention
-from .compat import convert_lucidrains_on_load, upgrade_lucidrains_pickle
-from .positional import AxialPositionalEmbedding
-from .reversible import CouplingBlock, ReversibleSequence
-from .validation import (
+from ..compat.lucidrains_state_dicts import convert_lucidrains_on_load, upgrade_lucidrains_pickle
+from ..layers.attention import AxisAttention
+from ..layers.positional import AxialPositionalEmbedding
+from ..layers.reversible import CouplingBlock, ReversibleSequence
+from ..validation import (
     check_axial_input,
     check_axial_lengths,
     check_axis_flags,

@@ -1,0 +1,65 @@
+"""A run folder's training state: what --resume reads back and checks, and the random state of each rank.
+
+The state (training_state.pt) is loaded with weights_only=True; every file of the folder is written
+atomically (models/pretrained.py's write_atomically), so a killed run leaves its last checkpoint whole.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..models.pretrained import WEIGHTS_NAME, write_atomically
+from .config import RunError, TrainConfig
+
+STATE_NAME, METRICS_NAME, RESULTS_NAME = "training_state.pt", "metrics.jsonl", "results.json"
+STATE_FORMAT = 1
+# Arguments that define the trajectory: resuming with other values would not continue the same run.
+RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr",
+                     "weight_decay", "dim", "heads", "depth", "inner_depth", "dropout", "attn_dropout", "ema",
+                     "ema_decay", "past_window", "past_slices", "warmup")
+# What a run saved before an option existed used (its args lack the key).
+BEFORE_THE_OPTION = {"past_window": 0}
+
+
+
+def load_state(path: Path, device: torch.device) -> dict:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a truncated zip, a foreign pickle: torch raises several types
+        raise RunError(f"{path}: not a readable training state ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else 'empty'}); it may be truncated. "
+                       f"The model in {WEIGHTS_NAME} is untouched; start a new run with --overwrite") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise RunError(f"{path}: not a training state of this package (format {STATE_FORMAT})")
+    return state
+
+
+def check_resumable(state: dict, config: TrainConfig, world: int, path: Path) -> None:
+    saved = {**BEFORE_THE_OPTION, **state["args"]}
+    differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {getattr(config, k)!r}"
+              for k in RESUME_MUST_MATCH if saved.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
+    if differ:
+        raise RunError(f"--resume: {path} was trained with other arguments ({'; '.join(differ)}); "
+                       f"use the same ones, or another --out")
+    if len(state["rng"]) != world:
+        raise RunError(f"--resume: {path} was written by {len(state['rng'])} process(es), this run has {world}")
+
+
+def rng_state(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(rng: dict, device: torch.device) -> None:
+    torch.set_rng_state(rng["cpu"].cpu())
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """On resume, drop the lines a killed run logged after its last checkpoint (they are logged again)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines)))
