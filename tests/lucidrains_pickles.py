@@ -44,4 +44,9 @@ if __name__ == "__main__":
         y = model(x, memory)
     torch.save(model, out / "project.model.pt")
     torch.save({"state_dict": model.state_dict(), "x": (x, memory), "y": y}, out / "project.data.pt")
+    model = lucidrains_project.AxialStack().eval()
+    x = lucidrains_project.stack_input()
+    with torch.no_grad():
+        y = model(x)
+    torch.save({"state_dict": model.state_dict(), "x": x, "y": y}, out / "stack.data.pt")
     print(axial_attention.__file__)

@@ -3,7 +3,7 @@ from 0.6.1's helpers. The tests import it under 0.6.1 (in a subprocess) and unde
 import torch
 from torch import nn
 
-from axial_attention import AxialPositionalEmbedding
+from axial_attention import AxialAttention, AxialPositionalEmbedding
 from axial_attention.axial_attention import PermuteToFrom, SelfAttention, calculate_permutations
 
 
@@ -24,6 +24,36 @@ class AxialLayer(nn.Module):
         x = x + sum(attn(x) for attn in self.attns)
         rows = x.reshape(x.shape[0], -1, x.shape[-1])
         return x + self.cross(rows, kv=memory).reshape(x.shape)
+
+
+class AxialStack(nn.Module):
+    """A public project's layout: its own blocks, each with its own `axial_attentions` list of
+    PermuteToFrom(SelfAttention) (keys `axial_attns.0.axial_attentions.0.fn.to_q.weight`, the same names
+    0.6.1's AxialAttention gives its sublayers), beside a real AxialAttention whose 0.6.1 keys do need
+    converting. Input (batch, dim, height, width)."""
+
+    class Block(nn.Module):
+        def __init__(self, dim, heads):
+            super().__init__()
+            self.axial_attentions = nn.ModuleList(
+                PermuteToFrom(p, SelfAttention(dim, heads)) for p in calculate_permutations(2, 1))
+
+        def forward(self, x):
+            return x + sum(attn(x) for attn in self.axial_attentions)
+
+    def __init__(self, dim=16, heads=4, depth=2):
+        super().__init__()
+        self.axial_attns = nn.ModuleList(self.Block(dim, heads) for _ in range(depth))
+        self.mixer = AxialAttention(dim, 2, heads=heads, dim_index=1)
+
+    def forward(self, x):
+        for block in self.axial_attns:
+            x = block(x)
+        return x + self.mixer(x)
+
+
+def stack_input(seed=0):
+    return torch.randn(2, 16, 4, 5, generator=torch.Generator().manual_seed(seed))
 
 
 def inputs(seed=0):

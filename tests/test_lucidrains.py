@@ -327,6 +327,40 @@ def test_project_model_file_matches_0_6_1_after_conversion(saved_by_0_6_1):
     torch.testing.assert_close(_run(model, lucidrains_project.inputs()), data["y"], rtol=1e-5, atol=1e-5)
 
 
+def test_conversion_decides_by_module_for_a_project_with_its_own_axial_attentions_list(saved_by_0_6_1):
+    """A 0.6.1 client's own blocks hold `axial_attentions` lists of PermuteToFrom(SelfAttention): their keys
+    look like an AxialAttention's but belong to 0.6.1 classes this package keeps as they were, so only the
+    real AxialAttention beside them is converted."""
+    data = torch.load(saved_by_0_6_1 / "stack.data.pt")
+    assert "axial_attns.0.axial_attentions.0.fn.to_q.weight" in data["state_dict"]
+    assert "mixer.axial_attentions.0.fn.to_q.weight" in data["state_dict"]
+    torch.manual_seed(1)
+    model = lucidrains_project.AxialStack().eval()
+    converted = axial_attention.convert_lucidrains_state_dict(data["state_dict"], model)
+    assert "axial_attns.0.axial_attentions.0.fn.to_q.weight" in converted  # the project's own: unchanged
+    assert "mixer.axial_attentions.0.to_q.weight" in converted  # the AxialAttention's: converted
+    model.load_state_dict(converted)
+    torch.testing.assert_close(_run(model, data["x"]), data["y"], rtol=1e-5, atol=1e-5)
+    # loading the state dict as saved does the same through the AxialAttention's load hook
+    torch.manual_seed(2)
+    direct = lucidrains_project.AxialStack().eval()
+    with pytest.warns(LucidrainsConversionWarning, match="AxialAttention at mixer"):
+        direct.load_state_dict(data["state_dict"])
+    torch.testing.assert_close(_run(direct, data["x"]), data["y"], rtol=1e-5, atol=1e-5)
+    # and by name alone the project's keys are rewritten too, so loading fails: why `model` is there
+    with pytest.raises(RuntimeError, match="Missing key"):
+        lucidrains_project.AxialStack().load_state_dict(axial_attention.convert_lucidrains_state_dict(
+            data["state_dict"]))
+
+
+def test_conversion_with_the_model_passes_this_packages_own_state_dicts_unchanged():
+    model = lucidrains_project.AxialStack()
+    state = model.state_dict()
+    assert axial_attention.convert_lucidrains_state_dict(state, model).keys() == state.keys()
+    with pytest.raises(TypeError, match="model must be the nn.Module the state dict is for"):
+        axial_attention.convert_lucidrains_state_dict(state, "AxialStack")
+
+
 def test_a_state_dict_that_fits_neither_reaches_torchs_error():
     model = AxialAttention(8, heads=2)
     bad = {k.replace("to_q", "to_query"): v for k, v in model.state_dict().items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -40,17 +40,35 @@ _VALUE_RULES: list[tuple[re.Pattern[str], Callable[[Tensor], Tensor]]] = [
 ]
 
 
-def convert_lucidrains_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Map a state dict saved from `axial-attention` 0.6.1 to the same-config module of this package.
+def convert_lucidrains_state_dict(state_dict: Mapping[str, Tensor],
+                                  model: Optional[nn.Module] = None) -> dict[str, Tensor]:
+    """Map a state dict saved from `axial-attention` 0.6.1 to this package's same-config modules.
 
     Covers AxialAttention, AxialPositionalEmbedding, ReversibleSequence and AxialImageTransformer
-    (reversible or not), alone or nested in a larger model; 0.6.1's other modules (SelfAttention,
-    PermuteToFrom, ...) keep their keys here. Keys already in this package's format pass unchanged.
-    Only keys under those modules' names are rewritten, but the rules go by name: a key of your own of
-    the form `...blocks.<i>.f.net.<...>` loses its `net.`, so convert the 0.6.1 modules' part of a model.
+    (reversible or not). With `model` (the model the state dict is for), the conversion decides by module:
+    only the keys under those modules of `model` are converted, and only where they do not already fit
+    them, so keys of a model's own parts (0.6.1's SelfAttention and PermuteToFrom in a list of your own,
+    say) and state dicts of this package pass unchanged; `model.load_state_dict(sd)` does the same by
+    itself, through each module's load hook. Without `model` the keys are rewritten by name, which fits a
+    state dict of one of those modules alone (or a model holding them and nothing named like their parts).
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of parameter names to tensors, got {type(state_dict).__name__}")
+    if model is None:
+        return _convert_by_name(state_dict)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be the nn.Module the state dict is for (or None), got {type(model).__name__}")
+    converted = dict(state_dict)
+    done: list[str] = []  # prefixes of the modules converted, whose submodules come with them
+    for name, module in model.named_modules():
+        prefix = name + "." if name else ""
+        if _lucidrains_class(module) is not None and not any(prefix.startswith(d) for d in done):
+            _convert_under(module, converted, prefix)
+            done.append(prefix)
+    return converted
+
+
+def _convert_by_name(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     converted = {}
     for key, value in state_dict.items():
         for pattern, transform in _VALUE_RULES:
@@ -60,6 +78,29 @@ def convert_lucidrains_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str,
             key = pattern.sub(replacement, key)
         converted[key] = value
     return converted
+
+
+def _lucidrains_class(module: nn.Module) -> Optional[type]:
+    """The class of this package among `module`'s that 0.6.1 had too (its state dicts differ), or None.
+    Found by name and package, not isinstance: this module is imported by those classes' own modules."""
+    return next((c for c in type(module).__mro__ if c.__name__ in _PICKLED
+                 and c.__module__.startswith("axial_attention.")), None)
+
+
+def _convert_under(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> bool:
+    """Convert in place the keys under `prefix` (those of `module`) if they are 0.6.1's: only when they do
+    not fit the module as they are and the converted ones do. Returns whether it converted."""
+    own = [k for k in state_dict if k.startswith(prefix)]
+    expected = {prefix + k for k in module.state_dict(keep_vars=True)}
+    if not own or set(own) <= expected:
+        return False
+    converted = {prefix + k: v for k, v in _convert_by_name({k[len(prefix):]: state_dict[k] for k in own}).items()}
+    if set(converted) == set(own) or not set(converted) <= expected:
+        return False
+    for k in own:
+        del state_dict[k]
+    state_dict.update(converted)
+    return True
 
 
 class LucidrainsConversionWarning(UserWarning):
@@ -72,22 +113,12 @@ def convert_lucidrains_on_load(module: nn.Module, state_dict: dict[str, Any], pr
     Converted only when the incoming keys do not already fit the module and the converted ones do, so
     a state dict of this package (or one that fits neither) reaches torch's own checks unchanged.
     """
-    own = [k for k in state_dict if k.startswith(prefix)]
-    expected = {prefix + k for k in module.state_dict(keep_vars=True)}
-    if not own or set(own) <= expected:
-        return
-    converted = {prefix + k: v for k, v in convert_lucidrains_state_dict({k[len(prefix):]: state_dict[k]
-                                                                          for k in own}).items()}
-    if set(converted) == set(own) or not set(converted) <= expected:
-        return
-    for k in own:
-        del state_dict[k]
-    state_dict.update(converted)
-    warnings.warn(
-        f"load_state_dict of {type(module).__name__}{' at ' + prefix[:-1] if prefix else ''}: the state dict "
-        f"was saved by axial-attention 0.6.1, so its keys were converted with convert_lucidrains_state_dict. "
-        f"Save module.state_dict() to keep the converted form.", LucidrainsConversionWarning, stacklevel=3,
-    )
+    if _convert_under(module, state_dict, prefix):
+        warnings.warn(
+            f"load_state_dict of {type(module).__name__}{' at ' + prefix[:-1] if prefix else ''}: the state dict "
+            f"was saved by axial-attention 0.6.1, so its keys were converted with convert_lucidrains_state_dict. "
+            f"Save module.state_dict() to keep the converted form.", LucidrainsConversionWarning, stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,7 +177,7 @@ _PICKLED: dict[str, tuple[str, Callable[[nn.Module], dict[str, Any]]]] = {
 def upgrade_lucidrains_pickle(module: nn.Module, state: dict[str, Any]) -> bool:
     """From a class's __setstate__: if `state` is a 0.6.1 module's, make `module` (still blank) its
     equivalent here, with the same weights, and return True; else return False (unpickle as usual)."""
-    ours = next(c for c in type(module).__mro__ if c.__name__ in _PICKLED and c.__module__.startswith("axial_attention"))
+    ours = _lucidrains_class(module)
     marker, config_of = _PICKLED[ours.__name__]
     if marker in state or "_modules" not in state:
         return False
@@ -157,7 +188,7 @@ def upgrade_lucidrains_pickle(module: nn.Module, state: dict[str, Any]) -> bool:
         ours.__init__(module, **config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LucidrainsConversionWarning)
-        module.load_state_dict(convert_lucidrains_state_dict(legacy.state_dict(keep_vars=True)), assign=True)
+        module.load_state_dict(_convert_by_name(legacy.state_dict(keep_vars=True)), assign=True)
     module.train(legacy.training)
     warnings.warn("A model pickled by axial-attention 0.6.1 was converted to this package's modules while loading; "
                   "save it again (its state_dict, or torch.save(model)) to load it without conversion.",
