@@ -156,6 +156,17 @@ def check_input(
         )
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_dtype(x, name=name, owner=owner)
+
+
+def check_dtype(x: torch.Tensor, *, name: str, owner: nn.Module) -> None:
+    """A floating input must have the dtype of the module's parameters, unless autocast casts for them (as
+    nn.Linear would: outside autocast it raises a RuntimeError about m1 and m2 that names neither)."""
+    param = next(owner.parameters(), None)
+    if param is None or x.dtype == param.dtype or torch.is_autocast_enabled(x.device.type):
+        return
+    raise TypeError(f"{name} has dtype {x.dtype} but {describe(owner)} has {param.dtype} parameters: cast the "
+                    f"input (x.to({param.dtype})) or the module (module.to({x.dtype})), or run under torch.autocast")
 
 
 def check_axial_input(x: Any, module: nn.Module, num_axes: int, dim_index: int, dim: int) -> None:

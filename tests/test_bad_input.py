@@ -10,6 +10,7 @@ from axial_attention import (
     AxialPositionalEmbedding,
     AxialResNet,
     AxisAttention,
+    PastNeighbourhoodAttention,
     PositionSensitiveAxialAttention,
     ReversibleSequence,
 )
@@ -133,3 +134,47 @@ def test_errors_name_the_module_as_its_repr_does():
     assert "AxialAttention(dim=8, num_dimensions=2, heads=2, dim_heads=4, dim_index=3, sum_axial_out=True, " \
            "causal=(True, False), dropout=0.0) expects 8" in str(info.value)
     assert attn.extra_repr() in repr(attn)
+
+
+# A dtype other than the module's, outside autocast: torch's own error ("expected m1 and m2 to have the same
+# dtype") names neither the input nor the module.
+DTYPE_CASES = {
+    "AxialAttention": (lambda: AxialAttention(8, heads=2), (2, 3, 4, 8)),
+    "AxisAttention": (lambda: AxisAttention(8, axis=1, heads=2), (2, 3, 4, 8)),
+    "AxialPositionalEmbedding": (lambda: AxialPositionalEmbedding(8, (3, 4)), (2, 8, 3, 4)),
+    "AxialImageTransformer": (lambda: AxialImageTransformer(8, 1, heads=2), (2, 8, 3, 4)),
+    "PositionSensitiveAxialAttention": (lambda: PositionSensitiveAxialAttention(8, heads=2, span=4), (2, 8, 4, 4)),
+    "PastNeighbourhoodAttention": (lambda: PastNeighbourhoodAttention(8, 2, window=3, heads=2), (2, 3, 4, 8)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(DTYPE_CASES))
+def test_an_input_of_another_dtype_names_both_dtypes(name, dtype):
+    factory, shape = DTYPE_CASES[name]
+    module = factory()
+    with pytest.raises(TypeError) as info:
+        module(torch.randn(shape, dtype=dtype))
+    message = str(info.value)
+    for word in (f"dtype {dtype}", f"{name}(", "torch.float32 parameters", "torch.autocast"):
+        assert word in message, (word, message)
+    module.to(dtype)(torch.randn(shape, dtype=dtype))  # the fix it names works
+    with torch.autocast("cpu", torch.bfloat16):  # and under autocast a bf16 input runs on float32 weights
+        factory()(torch.randn(shape, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize(
+    "shape, error, words",
+    [
+        ((3, 4, 8), ValueError, ["pixels has 3 dims", "expects 4", "batch, 2 axes, embedding"]),
+        ((2, 3, 4, 5, 8), ValueError, ["pixels has 5 dims", "expects 4"]),
+        ((2, 3, 4, 6), ValueError, ["size 6", "embedding axis", "expects 8"]),
+    ],
+)
+def test_past_neighbourhood_attention_forward(shape, error, words):
+    with pytest.raises(error) as info:
+        PastNeighbourhoodAttention(8, 2, window=3, heads=2)(torch.randn(shape))
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    with pytest.raises(TypeError, match="pixels must be a floating-point tensor"):
+        PastNeighbourhoodAttention(8, 2, window=3, heads=2)(torch.zeros(2, 3, 4, 8, dtype=torch.long))

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from test_autoregressive import dependency_matrix, make_model, total_probability
 
 import axial_attention.layers.neighbourhood as neighbourhood
@@ -176,3 +177,12 @@ def test_bad_arguments_name_themselves():
         PastNeighbourhoodAttention(8, 2, window=2)
     with pytest.raises(ValueError, match="dim \\(9\\) must be divisible by heads \\(2\\)"):
         PastNeighbourhoodAttention(9, 2, heads=2)
+
+
+def test_slice_zero_has_no_past_and_gets_the_output_projections_bias():
+    torch.manual_seed(0)
+    attention = PastNeighbourhoodAttention(8, 2, window=3, past_slices=2, heads=2)
+    nn.init.normal_(attention.to_out.bias)
+    out = attention(torch.randn(2, 3, 4, 8))
+    torch.testing.assert_close(out[:, 0], attention.to_out.bias.expand(2, 4, 8))
+    assert not torch.allclose(out[:, 1], attention.to_out.bias.expand(2, 4, 8))

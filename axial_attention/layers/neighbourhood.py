@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..validation import check_divisible, check_int, check_odd
+from ..validation import check_divisible, check_input, check_int, check_odd
 from .attention import attend_along_axis
 
 
@@ -61,7 +61,8 @@ class PastNeighbourhoodAttention(nn.Module):
     forward(pixels) with pixels (batch, a_1, ..., a_n, dim) -> (batch, a_1, ..., a_n, dim): at (t, p),
     attention from the causal feature of slice t at p into a `window`-wide neighbourhood of p (along
     a_2 .. a_n) in each of the slices t - 1 .. t - past_slices. Needs at least two axes (a slice with
-    positions); slice 0 has no past and gets zeros.
+    positions). Slice 0 has no past: its attention output is zero, so it gets the output projection's
+    bias (`to_out.bias`).
     """
 
     def __init__(self, dim: int, num_axes: int, window: int = 5, past_slices: int = 1, heads: int = 4) -> None:
@@ -153,6 +154,8 @@ class PastNeighbourhoodAttention(nn.Module):
 
     # -- the parallel path ----------------------------------------------------------------------
     def forward(self, pixels: Tensor) -> Tensor:
+        check_input(pixels, name="pixels", owner=self, ndim=self.num_axes + 2, dim_index=-1, dim=self.dim,
+                    layout=f"batch, {self.num_axes} axes, embedding")
         slices, space = pixels.shape[1], tuple(pixels.shape[2:-1])
         f, k, v = self.keys_values(pixels)
         exists = torch.arange(slices, device=pixels.device)[:, None] - self.past_slices + torch.arange(
