@@ -29,9 +29,11 @@ from .models import (
 
 serve_old_paths()
 
-# lucidrains' axial-attention 0.6.1's module surface (its SelfAttention is exported here too, as in 0.6.1);
-# importing it runs the installation check
-from .axial_attention import SelfAttention  # noqa: E402
+# 0.6.1's module path axial_attention.axial_attention; importing it runs the installation check
+from . import axial_attention  # noqa: E402,F401
+
+# 0.6.1's SelfAttention is exported here too, as in 0.6.1
+from .compat.lucidrains_axial_attention import SelfAttention  # noqa: E402
 
 __all__ = [
     "AutoregressiveAxialTransformer",
