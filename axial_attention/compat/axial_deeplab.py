@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 _NORM = r"(?:weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -186,7 +187,7 @@ def _convert_layer(prefix: str, params: dict[str, Tensor]) -> dict[str, tuple[Te
             out[name] = (value, name)
         elif name.startswith("bn_output."):
             # Official channel 2c + t (t = 0: q.v, 1: value term) -> our channel t * out_planes + c.
-            out[name] = (value if value.ndim == 0 else value.reshape(-1, 2).t().reshape(-1), name)
+            out[name] = (value if value.ndim == 0 else rearrange(value, "(c t) -> (t c)", t=2), name)
     return out
 
 

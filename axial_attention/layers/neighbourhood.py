@@ -33,6 +33,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from ..validation import check_divisible, check_input, check_int, check_odd
@@ -101,8 +102,8 @@ class PastNeighbourhoodAttention(nn.Module):
         summed. The same arithmetic as gathering windows, without a window-wide copy of the input (whose
         backward would fill a window-wide gradient per offset)."""
         linear, norm = self.causal_feature[1], self.causal_feature[2]
-        before, dim = self.offsets // 2, self.dim
-        weights = linear.weight.view(dim, before, dim)  # Linear(before * dim -> dim): one (dim -> dim) per offset
+        before = self.offsets // 2
+        weights = rearrange(linear.weight, "out (offset inp) -> out offset inp", offset=before)  # one per offset
         padded = self.pad(pixels)
         space = pixels.shape[2:-1]
         out = linear.bias

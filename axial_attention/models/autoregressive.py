@@ -31,6 +31,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -187,19 +188,17 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     # -- layout -------------------------------------------------------------------------------
     def to_tokens(self, x: Tensor) -> Tensor:
         """(batch, channels, *axes) -> the token grid (batch, a_1, ..., a_{n-1}, a_n * channels)."""
-        channels, *axes = self.image_shape
         # long: nn.Embedding takes no uint8, the usual dtype of images
-        return x.long().movedim(1, -1).reshape(x.shape[0], *axes[:-1], axes[-1] * channels)
+        return rearrange(x.long(), "b c ... w -> b ... (w c)")
 
     def to_image(self, tokens: Tensor) -> Tensor:
         """The inverse of `to_tokens`: (batch, a_1, ..., a_n * channels) -> (batch, channels, *axes)."""
-        channels, *axes = self.image_shape
-        return tokens.reshape(tokens.shape[0], *axes, channels).movedim(-1, 1).contiguous()
+        return rearrange(tokens, "b ... (w c) -> b c ... w", c=self.image_shape[0]).contiguous()
 
     def _conditioning(self, labels: Optional[Tensor]) -> Tensor:
         """Positional (+ class) embedding, (1 or batch, *token grid, dim)."""
         channels, *axes = self.image_shape
-        pos = self.pos_emb.embedding((*axes, channels)).reshape(1, *axes[:-1], axes[-1] * channels, -1)
+        pos = rearrange(self.pos_emb.embedding((*axes, channels)), "1 ... w c d -> 1 ... (w c) d")
         if labels is None:
             return pos
         return pos + self.class_emb(labels).reshape(-1, *(1,) * self.num_axes, pos.shape[-1])
@@ -207,13 +206,11 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     def pixel_embeddings(self, emb: Tensor) -> Tensor:
         """Token embeddings (batch, *grid, dim) -> one vector per position of the axes, (batch, *axes, dim),
         from all its channels: what the past-slice attention looks at."""
-        channels = self.image_shape[0]
-        return self.past_pixels(emb.unflatten(-2, (-1, channels)).flatten(-2))
+        return self.past_pixels(rearrange(emb, "... (w c) d -> ... w (c d)", c=self.image_shape[0]))
 
     def on_grid(self, per_position: Tensor) -> Tensor:
         """(batch, *axes, dim) -> (batch, *grid, dim), each position's vector repeated for its channels."""
-        channels = self.image_shape[0]
-        return per_position.unsqueeze(-2).expand(*per_position.shape[:-1], channels, -1).flatten(-3, -2)
+        return repeat(per_position, "... w d -> ... (w c) d", c=self.image_shape[0])
 
     def past_context(self, emb: Tensor) -> Union[Tensor, int]:
         """The past-slice attention's output on the token grid (0 when the model has none). At a position it
@@ -279,8 +276,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     def forward(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         self._check(x, labels)
         logits = self.token_logits(self.to_tokens(x), labels)
-        channels, *axes = self.image_shape
-        return logits.reshape(x.shape[0], *axes, channels, self.num_levels).movedim(-1, 1).movedim(-1, 2)
+        return rearrange(logits, "b ... (w c) levels -> b levels c ... w", c=self.image_shape[0])
 
     def log_prob(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         """Exact log-likelihood of each image in nats, (batch,)."""

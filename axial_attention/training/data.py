@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from einops import rearrange, repeat
 from torch import Tensor
 
 DIGITS = "digits"
@@ -88,7 +89,7 @@ def moving_digits(frames: int = CLIP_FRAMES, canvas: int = CLIP_CANVAS) -> tuple
     rng = np.random.default_rng(MOTION_SEED)  # fixed: every run sees the same clips
     start = rng.integers(0, canvas - size + 1, size=(n, 2))
     velocity = rng.choice(np.array([-2, -1, 1, 2]), size=(n, 2))
-    y, x = bounce(start, velocity, frames, canvas - size).transpose(1, 0, 2)  # each (n, frames)
+    y, x = rearrange(bounce(start, velocity, frames, canvas - size), "n axis t -> axis n t")  # each (n, frames)
     clips = np.zeros((n, 1, frames, canvas, canvas), dtype=np.int64)
     for i in range(n):
         for t in range(frames):
@@ -124,7 +125,7 @@ def _folder(folder: Path, size: Optional[int], flag: str) -> tuple[np.ndarray, O
     if len(shapes) > 1:
         raise DataError(f"{flag} {folder}: images have different sizes {sorted(shapes)}; pass --size")
     images = np.stack(arrays)
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    images = images[:, None] if images.ndim == 3 else rearrange(images, "n h w c -> n c h w")
     return images, (np.asarray(labels) if classes else None), 256
 
 
@@ -139,7 +140,7 @@ def _npy(path: Path, levels: Optional[int], flag: str, video: bool) -> tuple[np.
     if array.ndim == (4 if video else 3):
         array = array[:, None]  # one channel
     elif video:
-        array = array.transpose(0, 2, 1, 3, 4)  # (N, T, C, H, W) -> the model's (N, C, T, H, W)
+        array = rearrange(array, "n t c h w -> n c t h w")  # the model's layout
     if array.dtype == np.uint8:
         return array, None, 256
     if np.issubdtype(array.dtype, np.floating):
@@ -194,9 +195,8 @@ def load_images(source: str = DIGITS, levels: Optional[int] = None, size: Option
 
 def frames_of(clips: Tensor, labels: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
     """Videos (N, C, T, H, W) -> their frames as images (N * T, C, H, W), each with its clip's label."""
-    n, c, t, h, w = clips.shape
-    frames = clips.transpose(1, 2).reshape(n * t, c, h, w)
-    return frames, None if labels is None else labels.repeat_interleave(t)
+    frames = rearrange(clips, "n c t h w -> (n t) c h w")
+    return frames, None if labels is None else repeat(labels, "n -> (n t)", t=clips.shape[2])
 
 
 def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:

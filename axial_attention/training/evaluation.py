@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from ..models.autoregressive import AutoregressiveAxialTransformer
@@ -62,14 +63,14 @@ def completions_of(model: AutoregressiveAxialTransformer, originals: Tensor, lab
                    samples: int, temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> Tensor:
     """`samples` completions of each of `originals` (N, C, *axes), its first `keep` slices kept:
     (N, samples, C, *axes) on the CPU. Labels are used only by a class-conditional model."""
-    repeated = originals.repeat_interleave(samples, dim=0).to(model.device)
+    repeated = repeat(originals, "n ... -> (n samples) ...", samples=samples).to(model.device)
     if labels is not None and model.num_classes is not None:
-        labels = labels.repeat_interleave(samples).to(model.device)
+        labels = repeat(labels, "n -> (n samples)", samples=samples).to(model.device)
     else:
         labels = None
     with cpu_threads(model.device):
         completed = model.complete(repeated, keep, labels, temperature, generator)
-    return completed.reshape(len(originals), samples, *model.image_shape).cpu()
+    return rearrange(completed, "(n samples) ... -> n samples ...", samples=samples).cpu()
 
 
 def save_samples(model: AutoregressiveAxialTransformer, path: Path, per_row: int, seed: int,

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 FRAME = 96  # grey between tiles, so dark digits stay separate
@@ -17,10 +18,9 @@ GIF_FRAME_MS = 250
 def as_frames(x: Tensor) -> Tensor:
     """(N, C, *axes) -> (N, F, C, H, W), the pictures of each item: an image is one frame, a video its
     frames, a sequence one row of pixels; further leading axes are flattened into frames."""
-    n, c, *axes = x.shape
-    if len(axes) == 1:
-        axes = [1, *axes]
-    return x.reshape(n, c, -1, *axes[-2:]).transpose(1, 2)
+    if x.ndim == 3:  # a sequence: one row of pixels
+        x = x.unsqueeze(2)
+    return rearrange(x, "n c ... h w -> n (...) c h w")
 
 
 def _tile(frames: Tensor, levels: int, per_row: int):
@@ -33,7 +33,7 @@ def _tile(frames: Tensor, levels: int, per_row: int):
     rows = -(-n // per_row)
     if rows * per_row > n:
         pixels = torch.cat([pixels, pixels.new_full((rows * per_row - n, c, h, w), FRAME)])
-    grid = pixels.reshape(rows, per_row, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, per_row * w, c).numpy()
+    grid = rearrange(pixels, "(rows per_row) c h w -> (rows h) (per_row w) c", per_row=per_row).numpy()
     img = Image.fromarray(grid[..., 0] if c == 1 else grid)
     scale = max(1, 256 // max(rows * h, per_row * w), 48 // h)  # small tiles at least ~48 pixels high
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
