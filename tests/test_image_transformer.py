@@ -1,6 +1,4 @@
 """AxialImageTransformer: reversible gradients against plain autograd, 0.6.1 drop-in, causality, DDP, bf16."""
-import os
-import socket
 
 import pytest
 import torch
@@ -176,9 +174,9 @@ def _ddp_step(rank, world, path):
         torch.save({n: p.grad for n, p in model.named_parameters()}, path)
 
 
-def _ddp_worker(rank, world, port, path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank, world, rendezvous, path):
+    # A file rendezvous in the test's own folder: no port to pick, so no race with other processes for it.
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         # DDP lives and dies inside _ddp_step: its reducer must be gone before the process group is
         # destroyed, and both ranks leave together, or a rank can abort at exit.
@@ -189,11 +187,8 @@ def _ddp_worker(rank, world, port, path):
 
 
 def test_distributed_data_parallel_averages_reversible_gradients(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     path = tmp_path / "grads.pt"
-    mp.spawn(_ddp_worker, args=(2, port, str(path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(path)), nprocs=2, join=True)
     got = torch.load(path)
 
     torch.manual_seed(0)
