@@ -186,6 +186,7 @@ def _ddp_worker(rank, world, rendezvous, path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_averages_reversible_gradients(tmp_path):
     path = tmp_path / "grads.pt"
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(path)), nprocs=2, join=True)

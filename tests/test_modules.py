@@ -201,6 +201,7 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
             assert torch.equal(got, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("name", CASES)
 def test_torch_compile_equals_eager(name, training):

@@ -100,6 +100,7 @@ def test_a_run_saved_before_past_window_existed_resumes(tmp_path):
     assert train(TrainConfig(out=str(tmp_path), resume=True, **args))["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_video_run_reports_the_bits_of_every_frame(tmp_path, capsys):
     from PIL import Image
 

@@ -151,6 +151,7 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
     assert any(not torch.equal(one[name], state_of(tmp_path / "one")["ema"]["average"][name]) for name in one)
 
 
+@pytest.mark.slow
 def test_compiled_training_takes_the_same_steps(tmp_path):
     """--compile (torch.compile, inductor's C++ backend on the CPU) trains the same weights as eager."""
     args = dict(dim=8, heads=2, depth=1, batch_size=8, steps=2, samples_per_row=2, progress=False, device="cpu",
@@ -162,6 +163,7 @@ def test_compiled_training_takes_the_same_steps(tmp_path):
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_runs_under_torchrun_with_two_ranks(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
