@@ -89,7 +89,7 @@ def moving_digits(frames: int = CLIP_FRAMES, canvas: int = CLIP_CANVAS) -> tuple
     rng = np.random.default_rng(MOTION_SEED)  # fixed: every run sees the same clips
     start = rng.integers(0, canvas - size + 1, size=(n, 2))
     velocity = rng.choice(np.array([-2, -1, 1, 2]), size=(n, 2))
-    y, x = rearrange(bounce(start, velocity, frames, canvas - size), "n axis t -> axis n t")  # each (n, frames)
+    y, x = rearrange(bounce(start, velocity, frames, canvas - size), "n yx t -> yx n t")  # each (n, frames)
     clips = np.zeros((n, 1, frames, canvas, canvas), dtype=np.int64)
     for i in range(n):
         for t in range(frames):
