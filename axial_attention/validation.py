@@ -214,8 +214,12 @@ def check_levels(x: Any, name: str, shape: tuple[int, ...], layout: str, num_lev
         low, high = torch.aminmax(x)  # one pass, and one device sync for both bounds
         low, high = int(low), int(high)
         if low < 0 or high >= num_levels:
+            hint = ""
+            if low >= 0 and high < 256 and num_levels < 256:  # raw 8-bit images, most likely
+                hint = (f"; quantise 8-bit images to the model's levels first: x * {num_levels} // 256, or "
+                        f"axial_attention.training.load_images(path, levels={num_levels})")
             raise ValueError(f"{name} values must be in [0, {num_levels}) for {describe(owner)}, "
-                             f"got values in [{low}, {high}]")
+                             f"got values in [{low}, {high}]{hint}")
 
 
 def check_generator(generator: Any, device: torch.device) -> Optional[torch.Generator]:

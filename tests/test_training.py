@@ -279,8 +279,10 @@ def test_an_existing_run_is_not_overwritten_without_asking(run, capsys, tmp_path
     folder = copy_run(run, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     fails_with(capsys, ["train", *TINY, "--steps", "2", "--out", str(folder)], "already holds a run")
-    fails_with(capsys, ["train", *TINY, "--steps", "9", "--out", str(folder), "--resume"],
-               "--steps 8 -> 9")
+    fails_with(capsys, ["train", *TINY, "--steps", "8", "--lr", "0.001", "--out", str(folder), "--resume"],
+               "--lr 0.002 -> 0.001")
+    fails_with(capsys, ["train", *TINY, "--steps", "7", "--out", str(folder), "--resume"],
+               "is at step 8, past --steps 7")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 

@@ -94,7 +94,7 @@ def test_npy_videos_become_channels_first(tmp_path, shape, expected):
 ])
 def test_videos_of_the_wrong_shape_or_dtype_are_named(tmp_path, shape, dtype, message):
     path = clips_file(tmp_path, shape, dtype)
-    with pytest.raises(DataError, match=r"--data .*clips\.npy: .*" + message):
+    with pytest.raises(DataError, match=r"source .*clips\.npy: .*" + message):
         load_images(str(path), video=True)
 
 

@@ -12,15 +12,18 @@ import torch
 
 from ..models.pretrained import WEIGHTS_NAME, write_atomically
 from .config import RunError, TrainConfig
+from .data import resolvable
+from .options import option, switch
 
 STATE_NAME, METRICS_NAME, RESULTS_NAME = "training_state.pt", "metrics.jsonl", "results.json"
 STATE_FORMAT = 1
 # Arguments that define the trajectory: resuming with other values would not continue the same run.
-RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "steps", "lr",
-                     "weight_decay", "dim", "heads", "depth", "inner_depth", "dropout", "attn_dropout", "ema",
-                     "ema_decay", "past_window", "past_slices", "warmup")
+# --steps may grow: a finished run is extended, its cosine schedule stretched to the new total.
+RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "lr",
+                     "weight_decay", "dim", "heads", "dim_heads", "depth", "inner_depth", "dropout", "attn_dropout",
+                     "ema", "ema_decay", "past_window", "past_slices", "warmup")
 # What a run saved before an option existed used (its args lack the key).
-BEFORE_THE_OPTION = {"past_window": 0}
+BEFORE_THE_OPTION = {"past_window": 0, "dim_heads": None}
 
 
 
@@ -30,7 +33,8 @@ def load_state(path: Path, device: torch.device) -> dict:
     except Exception as error:  # a truncated zip, a foreign pickle: torch raises several types
         raise RunError(f"{path}: not a readable training state ({type(error).__name__}: "
                        f"{str(error).splitlines()[0] if str(error) else 'empty'}); it may be truncated. "
-                       f"The model in {WEIGHTS_NAME} is untouched; start a new run with --overwrite") from None
+                       f"The model in {WEIGHTS_NAME} is untouched; start a new run with "
+                       f"{switch('overwrite')}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise RunError(f"{path}: not a training state of this package (format {STATE_FORMAT})")
     return state
@@ -38,13 +42,18 @@ def load_state(path: Path, device: torch.device) -> dict:
 
 def check_resumable(state: dict, config: TrainConfig, world: int, path: Path) -> None:
     saved = {**BEFORE_THE_OPTION, **state["args"]}
-    differ = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {getattr(config, k)!r}"
+    saved["data"] = resolvable(saved["data"])  # earlier runs recorded a folder as given, maybe relative
+    differ = [f"{option(k)} {saved.get(k)!r} -> {getattr(config, k)!r}"
               for k in RESUME_MUST_MATCH if saved.get(k, getattr(TrainConfig, k)) != getattr(config, k)]
     if differ:
-        raise RunError(f"--resume: {path} was trained with other arguments ({'; '.join(differ)}); "
-                       f"use the same ones, or another --out")
+        raise RunError(f"{switch('resume')}: {path} was trained with other arguments ({'; '.join(differ)}); "
+                       f"use the same ones, or another {option('out')}")
+    if config.steps < state["step"]:
+        raise RunError(f"{switch('resume')}: {path} is at step {state['step']}, past {option('steps')} "
+                       f"{config.steps}; pass at least {state['step']} (more extends the run)")
     if len(state["rng"]) != world:
-        raise RunError(f"--resume: {path} was written by {len(state['rng'])} process(es), this run has {world}")
+        raise RunError(f"{switch('resume')}: {path} was written by {len(state['rng'])} process(es), "
+                       f"this run has {world}")
 
 
 def rng_state(device: torch.device) -> dict:

@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ from .config import NonFiniteLossError, TrainConfig
 from .data import ImageData, load_images
 from .devices import DEVICE_PATTERN, PRECISIONS, cpu_threads, select_device
 from .evaluation import completions_of, evaluate_bits, format_frames, frame_record
+from .options import command_line
 from .pictures import save_animation, save_completions, save_grid
 from .presets import PRESETS, apply_preset
 from .trainer import train
@@ -49,6 +50,12 @@ def _device(text: str) -> str:
     if not DEVICE_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
     return text
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="divides the logits: below 1 sharper, more typical samples, above 1 more varied (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="the sampling generator's seed (default: 0)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -77,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=_positive_int, help="resize folder images to size x size")
     t.add_argument("--out", help="run folder (default: runs/ and the data set's name, e.g. runs/digits)")
     t.add_argument("--steps", type=_positive_int, default=d.steps,
-                   help="optimiser steps (default: 1200; 800 for videos, about 15 minutes on 2 CPU cores)")
+                   help="optimiser steps (default: 1200; 800 for videos, about 15 minutes on 2 CPU cores); with "
+                        "--resume, more than the run's own extends it (the cosine schedule stretched to the new total)")
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                    help="images per optimiser step, over all processes and micro-batches (default: chosen for "
                         "the data: 32 digits, about 16k tokens a step for larger items)")
@@ -89,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW's decoupled weight decay")
     t.add_argument("--dim", type=_positive_int, default=d.dim,
                    help="width (default: 64; 48 for videos)")
-    t.add_argument("--heads", type=_positive_int, default=d.heads)
+    t.add_argument("--heads", type=_positive_int, default=d.heads, help="attention heads (default: 4)")
+    t.add_argument("--dim-heads", type=_positive_int, default=d.dim_heads,
+                   help="width of each head (default: --dim / --heads, which must then divide)")
     t.add_argument("--depth", type=_positive_int, default=d.depth,
                    help="layers of each decoder level but the inner one (default: 4 for digits-sized images, else 2)")
     t.add_argument("--inner-depth", type=_positive_int, help="inner-decoder layers (default: --depth)")
@@ -106,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward instead of keeping its activations: less memory, "
                         "about a quarter more time, the same gradients")
-    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--seed", type=int, default=d.seed, help="initial weights, batches and dropout (default: 0)")
     _add_device(t)
     t.add_argument("--precision", choices=tuple(PRECISIONS), default=d.precision,
                    help="autocast precision; fp16 uses a gradient scaler (default: fp32)")
@@ -114,11 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema", action=argparse.BooleanOptionalAction, default=d.ema,
                    help="keep an exponential moving average of the weights, used for evaluation, samples and "
                         "model.safetensors (default: on)")
-    t.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    t.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help="the average's decay per step, in [0, 1) (default: 0.998)")
     t.add_argument("--eval-every", type=_positive_int, default=d.eval_every, help="steps between test bits/dim")
+    t.add_argument("--eval-items", type=_positive_int, default=d.eval_items,
+                   help="test items each evaluation scores, the first of the test split, the final one included "
+                        "(default: all; fewer for a quick look at a video run)")
     t.add_argument("--log-every", type=_positive_int, default=d.log_every, help="steps between metrics lines")
-    t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
-    t.add_argument("--samples-per-row", type=_positive_int, default=d.samples_per_row)
+    t.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every,
+                   help="steps between checkpoints (training_state.pt, model.safetensors; default: 250)")
+    t.add_argument("--samples-per-row", type=_positive_int, default=d.samples_per_row,
+                   help="images per row of samples.png (default: 10)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its training_state.pt")
     t.add_argument("--overwrite", action="store_true", help="start again in an --out that already holds a run")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -126,10 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = commands.add_parser("sample", help="draw samples from a trained model into a PNG")
     s.add_argument("run", help="run folder (config.json + model.safetensors)")
     s.add_argument("--num", type=_positive_int, default=20, help="number of images (default: 20)")
-    s.add_argument("--labels", type=int, nargs="+", help="class labels, repeated to --num images "
-                   "(default for a class-conditional model: 0, 1, 2, ... in turn)")
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--labels", nargs="+", metavar="LABEL", help="classes by name (a training folder's sub-folder, "
+                   "as results.json's class_names lists them) or number, repeated to --num images (default for a "
+                   "class-conditional model: every class in turn)")
+    _add_sampling(s)
     s.add_argument("--per-row", type=_positive_int, help="images per row of the PNG (default: 10)")
     s.add_argument("--no-cache", dest="use_cache", action="store_false",
                    help="recompute a full forward pass per token (slow; for checking)")
@@ -146,8 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--samples", type=_positive_int, default=3, help="completions per image (default: 3)")
     c.add_argument("--images", help="'digits', a folder or an .npy array (default: the run's own data set); "
                    "the first --num test images are used")
-    c.add_argument("--temperature", type=float, default=1.0)
-    c.add_argument("--seed", type=int, default=0)
+    _add_sampling(c)
     c.add_argument("--out", default="completions.png",
                    help="PNG to write (default: completions.png), or for a video model a .gif (the clips play)")
     _add_device(c)
@@ -155,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = commands.add_parser("evaluate", help="bits/dim of a trained model on a data set")
     e.add_argument("run", help="run folder (config.json + model.safetensors)")
     e.add_argument("--data", help="'digits', a folder or an .npy array (default: the run's own data set)")
-    e.add_argument("--split", choices=("test", "train", "all"), default="test")
+    e.add_argument("--split", choices=("test", "train", "all"), default="test",
+                   help="which images of the data set's fixed 4:1 split (default: test)")
     e.add_argument("--batch-size", type=_positive_int,
                    help="items per forward pass (default: about 16k tokens: 256 digits, 8 clips of 8x16x16)")
     _add_device(e)
@@ -206,16 +222,37 @@ def _known_labels(model: AutoregressiveAxialTransformer, labels: Optional[torch.
     return labels
 
 
-def _labels(model: AutoregressiveAxialTransformer, given: Optional[list[int]], num: int) -> Optional[torch.Tensor]:
+def _class_names(run: Path) -> list[str]:
+    """The names of the run's classes, by label (results.json's class_names; empty if not recorded)."""
+    try:
+        return list(json.loads((run / RESULTS_NAME).read_text()).get("class_names") or [])
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return []
+
+
+def _label_number(text: str, names: list[str], num_classes: int) -> int:
+    """A --labels entry: a class name first (a folder named "3" means that folder), else a label number."""
+    if text in names:
+        return names.index(text)
+    try:
+        label = int(text)
+    except ValueError:
+        known = f"its classes: {', '.join(names)}" if names else "no class names recorded; use numbers"
+        raise ValueError(f"--labels: {text!r} is not a class of this run ({known})") from None
+    if not 0 <= label < num_classes:
+        raise ValueError(f"--labels must be class names or numbers in [0, {num_classes}), got {label}")
+    return label
+
+
+def _labels(model: AutoregressiveAxialTransformer, given: Optional[list[str]], num: int,
+            names: Sequence[str] = ()) -> Optional[torch.Tensor]:
     if model.num_classes is None:
         if given:
             raise ValueError("--labels: the model is not class-conditional (it was trained without labels)")
         return None
     if given:
-        bad = [label for label in given if not 0 <= label < model.num_classes]
-        if bad:
-            raise ValueError(f"--labels must be in [0, {model.num_classes}), got {bad}")
-        return torch.tensor(given).repeat(-(-num // len(given)))[:num].to(model.device)
+        labels = [_label_number(text, list(names), model.num_classes) for text in given]
+        return torch.tensor(labels).repeat(-(-num // len(labels)))[:num].to(model.device)
     return (torch.arange(num) % model.num_classes).to(model.device)
 
 
@@ -227,7 +264,7 @@ def _check_temperature(temperature: float) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     _check_temperature(args.temperature)
     model = _load_model(args.run, args.device)
-    labels = _labels(model, args.labels, args.num)
+    labels = _labels(model, args.labels, args.num, _class_names(Path(args.run)))
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
     with cpu_threads(model.device):
         images = model.sample(args.num, labels, args.temperature, generator, use_cache=args.use_cache)
@@ -279,7 +316,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run one command; returns the exit status (0, 1 for a stopped training, 2 for a usage error)."""
     args = apply_preset(build_parser().parse_args(argv), argv, build_parser)
     try:
-        COMMANDS[args.command](args)
+        with command_line():  # errors name this command's flags
+            COMMANDS[args.command](args)
     except NonFiniteLossError as error:
         print(f"{PROG} {args.command}: {error}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .defaults import CHOSEN_FOR_DATA, data_defaults
+from .options import option
 
 
 class RunError(ValueError):
@@ -35,6 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     dim: Optional[int] = None
     heads: int = 4
+    dim_heads: Optional[int] = None  # None: dim // heads
     depth: Optional[int] = None
     inner_depth: Optional[int] = None
     dropout: Optional[float] = None
@@ -49,6 +51,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.998
     eval_every: int = 250
+    eval_items: Optional[int] = None  # test items scored by each evaluation (None: all)
     log_every: int = 25
     checkpoint_every: int = 250
     samples_per_row: int = 10
@@ -68,21 +71,24 @@ class TrainConfig:
 
 def check_config(config: TrainConfig, world: int) -> None:
     positive = ("steps", "batch_size", "grad_accum", "dim", "heads", "depth", "eval_every", "log_every",
-                "checkpoint_every", "samples_per_row")
+                "checkpoint_every", "samples_per_row", "dim_heads", "eval_items")
+    optional = ("dim_heads", "eval_items")
     for name in positive:
         value = getattr(config, name)
+        if value is None and name in optional:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RunError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            raise RunError(f"{option(name)} must be a positive integer, got {value!r}")
     if config.batch_size % (world * config.grad_accum):
-        raise RunError(f"--batch-size ({config.batch_size}) must be divisible by processes x --grad-accum "
-                       f"({world} x {config.grad_accum})")
+        raise RunError(f"{option('batch_size')} ({config.batch_size}) must be divisible by processes x "
+                       f"{option('grad_accum')} ({world} x {config.grad_accum})")
     if not config.lr > 0:
-        raise RunError(f"--lr must be > 0, got {config.lr}")
+        raise RunError(f"{option('lr')} must be > 0, got {config.lr}")
     for name in ("dropout", "attn_dropout", "ema_decay"):
         if not 0.0 <= getattr(config, name) < 1.0:
-            raise RunError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(config, name)}")
+            raise RunError(f"{option(name)} must be in [0, 1), got {getattr(config, name)}")
     if config.past_window < 0 or (config.past_window and config.past_window % 2 == 0):
-        raise RunError(f"--past-window must be 0 (off) or odd (a centre and the same reach on each side), "
+        raise RunError(f"{option('past_window')} must be 0 (off) or odd (a centre and the same reach on each side), "
                        f"got {config.past_window}")
     if config.warmup is not None and config.warmup < 0:
-        raise RunError(f"--warmup must be >= 0 steps, got {config.warmup}")
+        raise RunError(f"{option('warmup')} must be >= 0 steps, got {config.warmup}")

@@ -7,6 +7,7 @@ resume), so test bits/dim are comparable across runs.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,11 +17,15 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from .options import option, switch
+
 DIGITS = "digits"
 MOVING_DIGITS = "moving-digits"  # clips of one digit moving inside a larger canvas
 MOVING_DIGIT_FRAMES = "moving-digit-frames"  # the same clips' frames as separate images (same split)
+BUILT_IN = (DIGITS, MOVING_DIGITS, MOVING_DIGIT_FRAMES)
 CLIP_FRAMES, CLIP_CANVAS, MOTION_SEED = 8, 16, 4321
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: any other count in an (N, C, H, W) array is more likely frames
 SPLIT_SEED, TEST_FRACTION = 1234, 5  # one image in five is a test image
 
 
@@ -31,7 +36,8 @@ class DataError(ValueError):
 @dataclass
 class ImageData:
     """Integer images or videos (N, C, *axes) in [0, levels) with a fixed train/test split; labels are
-    None without classes."""
+    None without classes. `class_names[label]` is what a label stands for: a folder's sub-folder name,
+    the digit of the built-in sets."""
 
     train_images: Tensor
     train_labels: Optional[Tensor]
@@ -39,6 +45,7 @@ class ImageData:
     test_labels: Optional[Tensor]
     levels: int
     num_classes: Optional[int]
+    class_names: Optional[tuple[str, ...]] = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -97,10 +104,15 @@ def moving_digits(frames: int = CLIP_FRAMES, canvas: int = CLIP_CANVAS) -> tuple
     return clips, labels, levels
 
 
+def class_folders(folder: Path) -> list[str]:
+    """The sub-folders of an image folder that name its classes, in label order (sorted by name)."""
+    return sorted(d.name for d in folder.iterdir() if d.is_dir())
+
+
 def _folder(folder: Path, size: Optional[int], flag: str) -> tuple[np.ndarray, Optional[np.ndarray], int]:
     from PIL import Image
 
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    classes = class_folders(folder)
     groups = [(i, folder / c) for i, c in enumerate(classes)] if classes else [(None, folder)]
     paths, labels = [], []
     for label, root in groups:
@@ -123,7 +135,7 @@ def _folder(folder: Path, size: Optional[int], flag: str) -> tuple[np.ndarray, O
             raise DataError(f"{flag} {folder}: cannot read {path.name} ({error})") from None
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise DataError(f"{flag} {folder}: images have different sizes {sorted(shapes)}; pass --size")
+        raise DataError(f"{flag} {folder}: images have different sizes {sorted(shapes)}; pass {option('size')}")
     images = np.stack(arrays)
     images = images[:, None] if images.ndim == 3 else rearrange(images, "n h w c -> n c h w")
     return images, (np.asarray(labels) if classes else None), 256
@@ -137,6 +149,9 @@ def _npy(path: Path, levels: Optional[int], flag: str, video: bool) -> tuple[np.
     expected = "(N, T, H, W) or (N, T, C, H, W) (a video)" if video else "(N, H, W) or (N, C, H, W)"
     if array.ndim not in ((4, 5) if video else (3, 4)) or 0 in array.shape:
         raise DataError(f"{flag} {path}: expected a non-empty array of shape {expected}, got {array.shape}")
+    if not video and array.ndim == 4 and array.shape[1] not in IMAGE_CHANNELS:
+        warnings.warn(f"{flag} {path}: read as {array.shape[1]}-channel images (N, C, H, W) = {array.shape}; if it "
+                      f"holds clips (N, T, H, W), pass {switch('video')}", UserWarning, stacklevel=3)
     if array.ndim == (4 if video else 3):
         array = array[:, None]  # one channel
     elif video:
@@ -156,13 +171,20 @@ def _npy(path: Path, levels: Optional[int], flag: str, video: bool) -> tuple[np.
     return array.astype(np.int64), None, source
 
 
+def resolvable(source: str) -> str:
+    """`source` as a run folder records it: a built-in data set by name, a folder or file by its absolute path,
+    so that `evaluate RUN` or `complete RUN` finds it from any directory."""
+    return source if source in BUILT_IN else str(Path(source).expanduser().resolve())
+
+
 def load_images(source: str = DIGITS, levels: Optional[int] = None, size: Optional[int] = None,
-                flag: str = "--data", video: bool = False) -> ImageData:
+                flag: Optional[str] = None, video: bool = False) -> ImageData:
     """Load `source` — 'digits', 'moving-digits' (videos), 'moving-digit-frames' (their frames as
     images), a folder of images whose sub-folders name the classes, or an .npy array (uint8 read as
     8-bit, float as [0, 1], other integers as levels already; with `video`, (N, T, H, W) or
     (N, T, C, H, W)) — quantised to `levels` (default: the source's own, at most 256), split 4:1 into
-    train and test."""
+    train and test. `flag`: how errors name the source (default: `source`; the CLI passes its flag)."""
+    flag = flag or option("source")
     if source == DIGITS:
         images, labels, source_levels = _digits()
     elif source in (MOVING_DIGITS, MOVING_DIGIT_FRAMES):
@@ -178,7 +200,7 @@ def load_images(source: str = DIGITS, levels: Optional[int] = None, size: Option
                             f"images or an existing .npy file, got {source!r}")
     levels = levels or min(source_levels, 256)
     if levels < 2:
-        raise DataError(f"--levels must be >= 2, got {levels}")
+        raise DataError(f"{option('levels')} must be >= 2, got {levels}")
     images = torch.from_numpy(quantise(images, source_levels, levels))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_test = max(1, len(images) // TEST_FRACTION)
@@ -190,7 +212,11 @@ def load_images(source: str = DIGITS, levels: Optional[int] = None, size: Option
     if source == MOVING_DIGIT_FRAMES:  # split by clip, then frames: no test clip's frame is trained on
         parts = [frames_of(x, y) for x, y in parts]
     (train_x, train_y), (test_x, test_y) = parts
-    return ImageData(train_x, train_y, test_x, test_y, levels, None if labels is None else int(labels.max()) + 1)
+    if labels is None:
+        return ImageData(train_x, train_y, test_x, test_y, levels, None)
+    num_classes = int(labels.max()) + 1
+    names = class_folders(Path(source)) if source not in BUILT_IN else [str(i) for i in range(num_classes)]
+    return ImageData(train_x, train_y, test_x, test_y, levels, num_classes, tuple(names))
 
 
 def frames_of(clips: Tensor, labels: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:

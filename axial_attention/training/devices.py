@@ -9,6 +9,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from .options import option
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -17,7 +19,7 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' (CUDA when present, then MPS, else the CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'.
     Under torchrun, 'cuda' means this process' GPU (LOCAL_RANK)."""
     if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
-        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+        raise ValueError(f"{option('device')} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -28,22 +30,26 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"--device {name}: CUDA is not available ({why}); use --device cpu or auto")
+            raise ValueError(f"{option('device')} {name}: CUDA is not available ({why}); use {option('device')} cpu "
+                             f"or auto")
         index = int(name.split(":")[1]) if ":" in name else local_rank
         if index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: GPU {index} does not exist ({torch.cuda.device_count()} visible)")
+            raise ValueError(f"{option('device')} {name}: GPU {index} does not exist "
+                             f"({torch.cuda.device_count()} visible)")
         return torch.device("cuda", index)
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS (Apple GPU) is not available on this machine; use --device cpu or auto")
+        raise ValueError(f"{option('device')} mps: MPS (Apple GPU) is not available on this machine; use "
+                         f"{option('device')} cpu or auto")
     return torch.device(name)
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of `--precision` (None for fp32)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ValueError(f"{option('precision')} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"--precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; use fp16")
+        raise ValueError(f"{option('precision')} bf16: {torch.cuda.get_device_name(device)} does not support "
+                         f"bfloat16; use fp16")
     return PRECISIONS[precision]
 
 

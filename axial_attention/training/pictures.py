@@ -68,6 +68,22 @@ def save_completions(originals: Tensor, completions: Tensor, keep: int, levels: 
         save_grid(items.flatten(0, 1), levels, path, per_row=items.shape[1])
 
 
+def curve_limits(train: list[float], test: list[float], uniform: Optional[float]) -> Optional[tuple[float, float]]:
+    """The bits/dim axis of the curves: from the lowest value to the 90th percentile of the training curve
+    (its first steps are far above the rest), widened to every test point, and to the uniform baseline
+    when that is less than the plotted range again above it (a short run's curves start near it)."""
+    values = train + test
+    if not values:
+        return None
+    low = min(values)
+    high = max([sorted(train)[int(0.9 * (len(train) - 1))]] if train else [], default=low)
+    high = max([high, *test])
+    if uniform is not None and uniform - high <= max(high - low, 1e-3):
+        high = max(high, uniform)
+    span = high - low + 1e-3
+    return low - 0.05 * span, high + 0.1 * span
+
+
 def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None) -> None:
     """Train and test bits/dim against steps, from metrics.jsonl; for videos a second panel with the test
     bits of frame 1 against the mean of frames 2..T (they separate once the model uses the past)."""
@@ -93,10 +109,12 @@ def save_curves(metrics_path: Path, path: Path, uniform: Optional[float] = None)
         ax.plot(*zip(*test), "o-", label="test", color="tab:orange")
     if uniform is not None:
         ax.axhline(uniform, color="grey", linestyle=":", label=f"uniform ({uniform:.2f})")
-    values = [v for _, v in train + test]
-    if values:  # the first steps are far above the rest: keep the interesting range readable
-        low, high = min(values), sorted(values)[int(0.9 * (len(values) - 1))]
-        ax.set_ylim(low - 0.05 * (high - low + 1e-3), high + 0.25 * (high - low + 1e-3))
+    limits = curve_limits([v for _, v in train], [v for _, v in test], uniform)
+    if limits:
+        ax.set_ylim(*limits)
+        if uniform is not None and uniform > limits[1]:  # said where it would be, not drawn off the plot
+            ax.annotate(f"uniform {uniform:.2f} (above)", (0.99, 0.98), xycoords="axes fraction", ha="right",
+                        va="top", color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel("bits/dim")
     ax.grid(alpha=0.3)

@@ -13,7 +13,7 @@ and `axial/config_imagenet64.py` of the google-research/google-research reposito
     model_config.optim.ema              0.99995      0.99995      ema, ema_decay
     model_config.optim.optimizer        adam         adam         weight_decay 0 (AdamW without decay is Adam)
     model_config.dropout                0.04         0.0          dropout (residual); attn_dropout 0
-    total_bs                            64           64           batch_size (per process; see below)
+    total_bs                            64           64           batch_size (over all processes)
     model_config.img_size               32           64           size; levels 256 (8-bit images)
     model_config.optim.grad_clip_norm   1.0          1.0          the trainer always clips at 1.0
     model_config.optim.warmup           5000         5000         warmup
@@ -26,7 +26,8 @@ What the presets cannot carry, so a run with them is the paper's setting only in
 - `ardec.hdim_factor` 1, `emb_init_scale` 5.0, `res_init_scale` 1e-10: initialisation and feed-forward
   width of the official code, not exposed by the trainer (its feed-forward is 4x the width).
 - The number of training steps is not in the official configurations; `--steps` is yours to set.
-- `total_bs` is the batch over all devices; under torchrun, divide `--batch-size` by the processes.
+- `total_bs` is the batch over all devices, and so is `--batch-size` (images per optimiser step over all
+  processes and micro-batches): under torchrun keep 64, each of N processes then takes 64 / N a step.
 """
 from __future__ import annotations
 

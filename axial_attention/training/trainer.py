@@ -42,7 +42,7 @@ from .checkpoints import (  # noqa: F401  (0.2.0 had them here)
     set_rng_state,
 )
 from .config import NonFiniteLossError, RunError, TrainConfig, check_config
-from .data import ImageData, batch_indices, load_images
+from .data import ImageData, batch_indices, load_images, resolvable
 from .defaults import available_memory, step_memory
 from .devices import autocast, check_precision, init_distributed, select_device
 from .ema import ExponentialMovingAverage
@@ -55,6 +55,7 @@ from .evaluation import (  # noqa: F401  (0.2.0 had them here)
     frame_record,
     save_samples,
 )
+from .options import option, switch
 from .pictures import save_curves
 
 CURVES_NAME, SAMPLES_NAME = "curves.png", "samples.png"
@@ -99,16 +100,17 @@ def _check_memory(model: AutoregressiveAxialTransformer, config: TrainConfig, wo
     if available is not None and needed > available:
         raise RunError(
             f"a training step needs about {needed / 2**30:.1f} GiB but {device} has {available / 2**30:.1f} GiB "
-            f"available: lower --batch-size ({config.batch_size}), split it with --grad-accum, pass "
-            f"--activation-checkpointing (recomputes each block in backward instead of keeping its activations), or lower "
-            f"--dim / --depth")
+            f"available: lower {option('batch_size')} ({config.batch_size}), split it with {option('grad_accum')}, "
+            f"pass {switch('activation_checkpointing')} (recomputes each block in backward instead of keeping its "
+            f"activations), or lower {option('dim')} / {option('depth')}")
 
 
 def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     """Train (or resume) a run as configured; returns the results written to results.json.
     `train(steps=100, out="runs/x")` is `train(TrainConfig(steps=100, out="runs/x"))`."""
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    data = load_images(config.data, config.levels, config.size, video=config.video)
+    data = load_images(config.data, config.levels, config.size, flag=option("data"), video=config.video)
+    config = dataclasses.replace(config, data=resolvable(config.data))  # recorded so any directory finds it
     config = config.for_data(data.image_shape)
     rank, world, local_rank = init_distributed(config.device)
     check_config(config, world)
@@ -122,13 +124,13 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
             state = load_state(state_path, device)
             check_resumable(state, config, world, state_path)
         elif not config.overwrite:
-            raise RunError(f"--out {out} already holds a run ({STATE_NAME}); pass --resume to continue it, "
-                           f"--overwrite to start it again, or choose another --out")
+            raise RunError(f"{option('out')} {out} already holds a run ({STATE_NAME}); pass {switch('resume')} to "
+                           f"continue it, {switch('overwrite')} to start it again, or choose another {option('out')}")
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank (and so the same EMA)
     model = AutoregressiveAxialTransformer(
-        data.image_shape, data.levels, dim=config.dim, heads=config.heads, depth=config.depth,
-        inner_depth=config.inner_depth, dropout=config.dropout, attn_dropout=config.attn_dropout,
+        data.image_shape, data.levels, dim=config.dim, heads=config.heads, dim_heads=config.dim_heads,
+        depth=config.depth, inner_depth=config.inner_depth, dropout=config.dropout, attn_dropout=config.attn_dropout,
         num_classes=data.num_classes, past_window=config.past_window or None, past_slices=config.past_slices,
     ).to(device)
     model.activation_checkpointing = config.activation_checkpointing
@@ -186,7 +188,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
         last_checkpoint = step
 
     train_x, train_y = data.split("train")
-    test_x, test_y = data.split("test")
+    test_x, test_y = evaluation_items(data, config.eval_items)
     micro = config.batch_size // world // config.grad_accum
     from tqdm import tqdm
 
@@ -220,7 +222,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
             raise NonFiniteLossError(
                 f"training stopped at step {step + 1}: the loss is {value}; the last good checkpoint "
                 f"(step {last_checkpoint}) is in {state_path if last_checkpoint else out} and was left as it was. "
-                f"Lower --lr, or try --precision fp32")
+                f"Lower {option('lr')}, or try {option('precision')} fp32")
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)
@@ -251,6 +253,15 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     return _finish(config, data, eval_model, out, rank, world, seconds, final)
 
 
+def evaluation_items(data: ImageData, items: Optional[int]) -> tuple[Tensor, Optional[Tensor]]:
+    """The test items each evaluation scores: the first `items` of the test split (all for None), the same
+    ones every time, so the curve's test points compare."""
+    test_x, test_y = data.split("test")
+    if items is None:
+        return test_x, test_y
+    return test_x[:items], None if test_y is None else test_y[:items]
+
+
 def _write_results(out: Path, results: dict) -> None:
     text = json.dumps(results, indent=2) + "\n"
     write_atomically(out / RESULTS_NAME, lambda tmp: tmp.write_text(text))
@@ -260,14 +271,16 @@ def _finish(config: TrainConfig, data: ImageData, model: AutoregressiveAxialTran
             world: int, seconds: dict, final: Optional[tuple[float, list[float]]] = None) -> dict:
     """Final test bits/dim (`final` when the loop's last evaluation has them), samples, curves and results.json.
     `seconds`: the training loop's time in this process, and how much of it went to test evaluations."""
-    test_x, test_y = data.split("test")
+    test_x, test_y = evaluation_items(data, config.eval_items)
     test_bpd, per_slice = final or evaluate_bits(model, test_x, test_y, rank, world)
     uniform = math.log2(data.levels)
     results = {"status": "finished", "test_bits_per_dim": test_bpd, **frame_record(model, per_slice),
                "uniform_bits_per_dim": uniform,
                "steps": config.steps,
                "train_images": len(data.train_images), "test_images": len(data.test_images),
+               "test_images_evaluated": len(test_x),
                "world_size": world, **seconds,
+               "class_names": data.class_names and list(data.class_names),  # what `sample --labels NAME` takes
                "args": dataclasses.asdict(config)}
     if rank == 0:
         print(f"test bits/dim: {test_bpd:.3f}   (uniform baseline log2({data.levels}) = {uniform:.3f})")
