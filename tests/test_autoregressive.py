@@ -326,17 +326,3 @@ def test_uint8_images_score_as_long_ones():
     model = make_model((1, 2, 3), 3)
     x = torch.randint(0, 3, (4, 1, 2, 3))
     torch.testing.assert_close(model.log_prob(x.to(torch.uint8)), model.log_prob(x))
-
-
-@pytest.mark.parametrize("image_shape,levels", [((1, 2, 3), 3), ((2, 1, 2), 3)])
-def test_probabilities_given_another_context_sum_to_one(image_shape, levels):
-    """Trained on a corrupted context (the trainer's --context-noise), each token's distribution given that
-    context is still normalised: summed over every image, p(x | fixed context) is 1."""
-    model = make_model(image_shape, levels)
-    x = all_images(image_shape, levels)
-    tokens = model.to_tokens(x)
-    context = torch.randint(0, levels, tokens.shape[1:], generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        nats = model.log_prob_tokens(tokens, context=context.expand_as(tokens))
-    assert nats.double().logsumexp(0).exp().item() == pytest.approx(1.0, abs=1e-4)
-    assert not torch.allclose(nats, model.log_prob_tokens(tokens).detach())  # the context is really used

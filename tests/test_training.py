@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from axial_attention import AutoregressiveAxialTransformer
-from axial_attention.training import RunError, TrainConfig, train
+from axial_attention.training import TrainConfig, train
 from axial_attention.training.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -323,17 +323,3 @@ def test_an_unconditional_model_completes_and_scores_labelled_images(tmp_path, c
                 "--out", str(tmp_path / "c.png")]) == 0
     assert cli(["evaluate", str(out), "--data", "digits"]) == 0
     assert "Traceback" not in capsys.readouterr().err
-
-
-def test_context_noise_corrupts_only_the_training_context(tmp_path):
-    from axial_attention.training.trainer import _BitsPerDim
-
-    model = AutoregressiveAxialTransformer((1, 4, 4), 5, dim=8, heads=2, depth=1).eval()
-    x = torch.randint(0, 5, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
-    clean, noisy = _BitsPerDim(model), _BitsPerDim(model, context_noise=0.5)
-    torch.manual_seed(0)
-    assert torch.equal(noisy.eval()(x, None), clean(x, None))  # evaluation: the clean context
-    noisy.train()
-    assert not torch.allclose(noisy(x, None), clean(x, None))
-    with pytest.raises(RunError, match=r"context_noise must be in \[0, 1\)"):
-        train(out=str(tmp_path / "bad"), context_noise=1.5, steps=1, dim=8, heads=2, depth=1, device="cpu")

@@ -283,15 +283,12 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         self._check(x, labels)
         return self.log_prob_tokens(self.to_tokens(x), labels)
 
-    def log_prob_tokens(self, tokens: Tensor, labels: Optional[Tensor] = None, per_slice: bool = False,
-                        context: Optional[Tensor] = None) -> Tensor:
+    def log_prob_tokens(self, tokens: Tensor, labels: Optional[Tensor] = None, per_slice: bool = False) -> Tensor:
         """`log_prob` on the token grid (batch, *grid), unchecked (see `token_logits`); with `per_slice`,
-        (batch, a_1): the log-likelihood of each slice of the first axis given the slices before it.
-        `context`: the tokens each position is conditioned on, when not `tokens` themselves (training on a
-        corrupted context: each token's distribution is still exactly normalised)."""
+        (batch, a_1): the log-likelihood of each slice of the first axis given the slices before it."""
         # Scored with the levels last and contiguous: cross-entropy over forward's levels-first view
         # would copy the logits and normalise along a strided axis (a tenth of a training step at 32x32x3).
-        logits = self.token_logits(tokens if context is None else context, labels)
+        logits = self.token_logits(tokens, labels)
         nats = F.cross_entropy(logits.flatten(0, -2), tokens.flatten(), reduction="none")
         if per_slice:  # a sequence's grid is (length * channels,): a slice is a position's channels
             per_position = math.prod(self.image_shape) // self.image_shape[1]

@@ -113,10 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "follow motion; 0: off (default: 5 for videos, 0 for images)")
     t.add_argument("--past-slices", type=_positive_int, default=d.past_slices,
                    help="previous frames (slices of the first axis) that --past-window looks into (default: 1)")
-    t.add_argument("--context-noise", type=float, default=d.context_noise,
-                   help="in training, replace each token the model conditions on by a random level with this "
-                        "probability (targets stay clean), so samples do not copy their own errors forward; "
-                        "evaluation and sampling are unchanged (default: 0)")
     t.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward instead of keeping its activations: less memory, "
                         "about a quarter more time, the same gradients")

@@ -43,7 +43,6 @@ class TrainConfig:
     attn_dropout: Optional[float] = None
     past_window: Optional[int] = None  # 0: off
     past_slices: int = 1
-    context_noise: float = 0.0  # training only: the share of context tokens replaced by random levels
     activation_checkpointing: bool = False
     seed: int = 0
     device: str = "auto"
@@ -85,7 +84,7 @@ def check_config(config: TrainConfig, world: int) -> None:
                        f"{option('grad_accum')} ({world} x {config.grad_accum})")
     if not config.lr > 0:
         raise RunError(f"{option('lr')} must be > 0, got {config.lr}")
-    for name in ("dropout", "attn_dropout", "ema_decay", "context_noise"):
+    for name in ("dropout", "attn_dropout", "ema_decay"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise RunError(f"{option(name)} must be in [0, 1), got {getattr(config, name)}")
     if config.past_window < 0 or (config.past_window and config.past_window % 2 == 0):

@@ -67,21 +67,12 @@ class _BitsPerDim(nn.Module):
     It skips the model's per-batch input check (values in [0, num_levels)): the data set was built
     in range when loaded, and the check's host sync would break torch.compile's graph every step."""
 
-    def __init__(self, model: AutoregressiveAxialTransformer, context_noise: float = 0.0) -> None:
+    def __init__(self, model: AutoregressiveAxialTransformer) -> None:
         super().__init__()
         self.model = model
-        self.context_noise = context_noise
 
     def forward(self, x: Tensor, labels: Optional[Tensor]) -> Tensor:
-        tokens = self.model.to_tokens(x)
-        context = None
-        if self.context_noise and self.training:
-            # A sampled frame's errors become the next frame's context. Seeing some in training (each token
-            # it conditions on replaced by a random level with this probability, the targets left clean),
-            # the model learns to restore the image rather than copy them.
-            noisy = torch.rand(tokens.shape, device=tokens.device) < self.context_noise
-            context = torch.where(noisy, torch.randint_like(tokens, self.model.num_levels), tokens)
-        nats = self.model.log_prob_tokens(tokens, labels, context=context)
+        nats = self.model.log_prob_tokens(self.model.to_tokens(x), labels)
         return -nats.mean() / (x[0].numel() * math.log(2))
 
 
@@ -166,7 +157,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     del state
     eval_model = model if ema is None else ema.average
 
-    loss_module: nn.Module = _BitsPerDim(model, config.context_noise)
+    loss_module: nn.Module = _BitsPerDim(model)
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device.type == "cuda" else None)
