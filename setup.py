@@ -24,6 +24,10 @@ setup(
         "examples": ["scikit-learn>=1.0", "tqdm>=4.60", "pillow>=9", "matplotlib>=3.5"],
         # the documentation site: mkdocs build --strict (mkdocs.yml at the root, pages in docs/)
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.26"],
+        # optional integrations, imported lazily: an error names the extra where one is missing
+        "hub": ["huggingface_hub>=0.24"],  # from_pretrained(repo_id), push_to_hub
+        "timm": ["timm>=1.0"],  # the Axial-ResNets registered as timm models
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],  # torch.onnx.export(..., dynamo=True)
     },
     entry_points={"console_scripts": ["axial-attention = axial_attention.training.cli:main"]},
     classifiers=[
