@@ -26,7 +26,7 @@ setup(
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.26"],
         # optional integrations, imported lazily: an error names the extra where one is missing
         "hub": ["huggingface_hub>=0.24"],  # from_pretrained(repo_id), push_to_hub
-        "timm": ["timm>=1.0"],  # the Axial-ResNets registered as timm models
+        "timm": ["timm>=1.0.3"],  # the Axial-ResNets registered as timm models (1.0.3: features_only by getter)
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],  # torch.onnx.export(..., dynamo=True)
     },
     entry_points={"console_scripts": ["axial-attention = axial_attention.training.cli:main"]},

@@ -7,6 +7,7 @@ earlier module paths); validation.py holds the argument and input checks all of 
 from ._version import __version__  # noqa: F401  (axial_attention.__version__)
 from .compat import convert_axial_deeplab_state_dict, convert_lucidrains_state_dict
 from .compat.module_paths import serve_old_paths
+from .compat.timm_models import register_timm_models  # imports timm only when called
 from .layers import (
     AxialAttention,
     AxialPositionalEmbedding,
@@ -54,4 +55,5 @@ __all__ = [
     "axial_resnet50s",
     "convert_axial_deeplab_state_dict",
     "convert_lucidrains_state_dict",
+    "register_timm_models",
 ]

@@ -4,6 +4,7 @@
   lucidrains_axial_attention.py, lucidrains_reversible.py
                                0.6.1's modules `axial_attention.axial_attention` and `.reversible`, name for name
   axial_deeplab.py             the official Axial-DeepLab checkpoints into AxialResNet
+  timm_models.py               the Axial-ResNets registered with timm (register_timm_models; timm imported lazily)
   installation.py              the install clash with `axial-attention` (both ship `axial_attention`)
   module_paths.py              this package's own earlier module paths, and 0.6.1's, served at their old names
 
