@@ -177,7 +177,8 @@ def test_reset_classifier_to_none_and_to_a_fresh_head(x):
     torch.testing.assert_close(model(x), pooled, rtol=0, atol=0)  # the features, num_features wide
 
     model.reset_classifier(7)
-    assert model.num_classes == 7 and isinstance(model.fc, nn.Linear) and model.fc.weight.shape == (7, model.num_features)
+    assert model.num_classes == 7 and isinstance(model.fc, nn.Linear)
+    assert model.fc.weight.shape == (7, model.num_features)
     assert model(x).shape == (2, 7)
     model.reset_classifier(5)  # a fresh head, not the one it had
     assert model.fc.weight.shape == old.shape and not torch.equal(model.fc.weight, old)
@@ -188,7 +189,8 @@ def test_global_pool_types(x):
     model = tiny(0)
     maps = model.forward_features(x)
     mean, peak = maps.mean((2, 3)), maps.amax((2, 3))
-    expected = {"avg": mean, "max": peak, "avgmax": (mean + peak) / 2, "catavgmax": torch.cat((mean, peak), 1), "": maps}
+    expected = {"avg": mean, "max": peak, "avgmax": (mean + peak) / 2, "catavgmax": torch.cat((mean, peak), 1),
+                "": maps}
     for pool, want in expected.items():
         model.reset_classifier(0, pool)
         torch.testing.assert_close(model(x), want)
