@@ -1,4 +1,5 @@
 """Each example script runs, at small sizes, as a user would launch it."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("channel_last_latents.py", ["--dim", "16", "--heads", "2", "--sizes", "6", "4"]),
         ("video_causal_time.py", ["--frames", "4", "--size", "6", "--channels", "8", "--heads", "2"]),
         ("attention_maps.py", ["--size", "12", "--dim", "8", "--heads", "2", "--pixel", "5", "3", "--scale", "2"]),
+        ("segmentation_backbone.py", ["--steps", "10", "--size", "32", "--width", "0.0625", "--batch", "4",
+                                      "--heads", "2", "--threads", "1"]),
     ],
 )
 def test_example_runs(script, args, tmp_path):
@@ -23,6 +26,9 @@ def test_example_runs(script, args, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    if script == "segmentation_backbone.py":  # ten steps on the synthetic squares: the loss goes down
+        first, last = map(float, re.search(r"loss ([\d.]+) -> ([\d.]+)", result.stdout).groups())
+        assert last < first, result.stdout
     if script == "attention_maps.py":
         from PIL import Image
 
