@@ -112,6 +112,52 @@ def check_axis_flags(name: str, value: Any, num_axes: int) -> tuple[bool, ...]:
     return tuple(value)
 
 
+def check_window(name: str, value: Any) -> Optional[int]:
+    """None (attend along the whole axis) or a reach >= 1: keys within `value` positions of the query."""
+    return None if value is None else check_int(name, value)
+
+
+def check_axis_windows(name: str, value: Any, num_axes: int) -> tuple[Optional[int], ...]:
+    """One window for every axis (None or an int), or one per axis (e.g. `window=(None, 7, 7)`)."""
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return (check_window(name, value),) * num_axes
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(f"{name} must be None, an int or a tuple of {num_axes} (None or int), got {value!r}")
+    if len(value) != num_axes:
+        raise ValueError(f"{name} must have one entry per axial dimension ({num_axes}), got {len(value)}: "
+                         f"{tuple(value)!r}")
+    return tuple(check_window(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def check_attn_bias(bias: Any, *, name: str, owner: nn.Module, axis: int, query_shape: Sequence[int], heads: int,
+                    len_k: int) -> torch.Tensor:
+    """An additive attention bias for attention along `axis` of a channel-last query (batch, *axial, channels):
+    either (batch, heads, Lq, Lk), shared by every line along the attended axis (AlphaFold's pair bias for row
+    attention), or (batch, *axial without `axis`, heads, Lq, Lk); every size 1 or the expected one.
+    Returns it in the second form."""
+    batch, *axial = query_shape[:-1]
+    others = axial[: axis - 1] + axial[axis:]
+    full = (batch, *others, heads, axial[axis - 1], len_k)
+    shared = (batch, heads, axial[axis - 1], len_k)
+    if not isinstance(bias, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(bias).__name__}")
+    if not bias.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (added to the scores), got dtype {bias.dtype}")
+    given = tuple(bias.shape)
+    if bias.ndim == len(shared) and bias.ndim != len(full):
+        bias = bias.reshape(bias.shape[0], *(1,) * len(others), *bias.shape[1:])
+    if bias.ndim != len(full) or any(got not in (1, want) for got, want in zip(bias.shape, full)):
+        raise ValueError(
+            f"{name} for attention along axial axis {axis} of {describe(owner)} must be broadcastable to (batch, "
+            f"heads, Lq, Lk) = {shared} or (batch, *other axes, heads, Lq, Lk) = {full}; got {given}")
+    return bias
+
+
+def check_chunk_size(name: str, value: Any) -> Optional[int]:
+    """None (no chunking) or the most positions a chunk of the bounded-memory path holds."""
+    return None if value is None else check_int(name, value)
+
+
 def normalize_dim_index(name: str, dim_index: Any, num_dimensions: int) -> int:
     """Resolve an embedding-axis index of a (batch, ...) tensor with `num_dimensions` axial axes.
 

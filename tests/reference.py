@@ -20,8 +20,26 @@ def naive_attention(q, k, v, allowed):
     return weights @ v, weights
 
 
-def _axis_reference(attn, x, axis, emb, mask, causal):
-    """One AxisAttention module's computation along tensor dim `axis` of x (embedding at dim `emb`)."""
+def rotation_matrices(coords, rotated, theta, width, dtype):
+    """(..., width, width) block rotation per coordinate: channel pair (m, m + rotated/2) turned by
+    coords * theta^(-2m / rotated), channels from `rotated` on left alone; built entry by entry."""
+    half = rotated // 2
+    coords = torch.as_tensor(coords, dtype=dtype)
+    r = torch.zeros(*coords.shape, width, width, dtype=dtype)
+    for c in range(width):
+        r[..., c, c] = 1.0
+    for m in range(half):
+        angle = coords * theta ** (-2.0 * m / rotated)
+        c, s = torch.cos(angle), torch.sin(angle)
+        r[..., m, m], r[..., m, m + half] = c, -s
+        r[..., m + half, m], r[..., m + half, m + half] = s, c
+    return r
+
+
+def _axis_reference(attn, x, axis, emb, mask, causal, bias=None, positions=None):
+    """One AxisAttention module's computation along tensor dim `axis` of x (embedding at dim `emb`), with its
+    options read from the module: rotary positions, gate, window; `bias` (batch, heads, L, L) or
+    (batch, *other axial, heads, L, L) added to the scores; rotary `positions` None, an int or a tensor."""
     others = [d for d in range(x.ndim) if d not in (axis, emb)]
     perm = others + [axis, emb]
     inverse = [perm.index(d) for d in range(x.ndim)]
@@ -35,31 +53,57 @@ def _axis_reference(attn, x, axis, emb, mask, causal):
 
     q, k, v = split(xp @ wq.T), split(xp @ wk.T), split(xp @ wv.T)
     length = x.shape[axis]
+    if getattr(attn, "rotary", False):
+        if positions is None or isinstance(positions, int):
+            coords = torch.arange(length, dtype=x.dtype) + (positions or 0)
+        else:
+            coords = positions.to(x.dtype)
+        rot = rotation_matrices(coords, attn.rotated, attn.rotary_theta, dh, x.dtype)  # (L | batch L, dh, dh)
+        if rot.ndim == 4:  # per batch element: (batch, 1 .. for the other dims, 1 head, L, dh, dh)
+            rot = rot.reshape(rot.shape[0], *(1,) * (len(others) - 1), 1, *rot.shape[1:])
+        q, k = ((rot @ t.unsqueeze(-1)).squeeze(-1) for t in (q, k))
     allowed = torch.ones(length, length, dtype=torch.bool)
     if causal:
         allowed = torch.tril(allowed)
+    window = getattr(attn, "window", None)
+    if window is not None:
+        for i in range(length):
+            for j in range(length):
+                if abs(i - j) > window:
+                    allowed[i, j] = False
     if mask is not None:
         mask_perm = [d if d < emb else d - 1 for d in others] + [axis if axis < emb else axis - 1]
         key_valid = mask.permute(mask_perm)  # (*others, L)
         allowed = allowed & key_valid[..., None, None, :]  # (*others, 1 head, Lq, Lk)
-    out, weights = naive_attention(q, k, v, allowed)
-    out = out.transpose(-2, -3).reshape(*xp.shape[:-1], heads * dh)
+    scores = (q @ k.transpose(-1, -2)) / dh ** 0.5
+    if bias is not None:
+        if bias.ndim == 4 and len(others) > 1:  # shared by every line: one size-1 dim per other axial axis
+            bias = bias.reshape(bias.shape[0], *(1,) * (len(others) - 1), *bias.shape[1:])
+        scores = scores + bias
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    weights = torch.where(allowed.any(-1, keepdim=True), weights, torch.zeros_like(weights))
+    out = (weights @ v).transpose(-2, -3).reshape(*xp.shape[:-1], heads * dh)
+    if getattr(attn, "gating", False):
+        out = out * torch.sigmoid(xp @ attn.to_gate.weight.T + attn.to_gate.bias)
     out = out @ attn.to_out.weight.T + attn.to_out.bias
     return out.permute(inverse), weights
 
 
-def reference_axial_attention(module, x, mask=None):
-    """What AxialAttention(module's config) must compute on x, from its weights alone."""
+def reference_axial_attention(module, x, mask=None, biases=None, positions=None):
+    """What AxialAttention(module's config) must compute on x, from its weights alone; `biases` and
+    `positions`: one entry (or None) per axial axis."""
     emb = module.dim_index
     axes = [d for d in range(1, x.ndim) if d != emb]
+    biases = biases or (None,) * len(axes)
+    positions = positions or (None,) * len(axes)
+    per_axis = list(zip(module.axial_attentions, axes, module.causal, biases, positions))
     if module.sum_axial_out:
-        return sum(
-            _axis_reference(attn, x, axis, emb, mask, causal)[0]
-            for attn, axis, causal in zip(module.axial_attentions, axes, module.causal)
-        )
+        return sum(_axis_reference(attn, x, axis, emb, mask, causal, bias, pos)[0]
+                   for attn, axis, causal, bias, pos in per_axis)
     out = x
-    for attn, axis, causal in zip(module.axial_attentions, axes, module.causal):
-        out = _axis_reference(attn, out, axis, emb, mask, causal)[0]
+    for attn, axis, causal, bias, pos in per_axis:
+        out = _axis_reference(attn, out, axis, emb, mask, causal, bias, pos)[0]
     return out
 
 

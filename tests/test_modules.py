@@ -52,6 +52,14 @@ def with_mask(module: nn.Module, x: torch.Tensor):
     return module(x, mask, need_weights=True)
 
 
+def with_bias_and_positions(module: nn.Module, x: torch.Tensor):
+    """AxialAttention (channel-last, 2 heads) with a pair bias per axis, shared by the lines (batch, heads, L, L), and
+    rotary coordinates (an offset, and one coordinate per position), all made from x's shape inside the call."""
+    batch, height, width = x.shape[:3]
+    biases = tuple(torch.arange(batch * 2 * n * n, dtype=x.dtype).reshape(batch, 2, n, n).sin() for n in (height, width))
+    return module(x, attn_bias=biases, positions=(3, torch.arange(width, dtype=x.dtype) * 0.5), need_weights=True)
+
+
 @dataclass
 class Case:
     factory: Callable[[], nn.Module]
@@ -75,6 +83,16 @@ CASES = {
     "AxialAttention(sum_axial_out=False, causal)": Case(
         lambda: AxialAttention(8, heads=2, sum_axial_out=False, causal=True), channel_last(8),
         [(2, 4, 4, 8), *WEIGHTS], dict(need_weights=True)),
+    "AxialAttention(rotary, gating, window)": Case(
+        lambda: AxialAttention(8, heads=2, dim_index=1, causal=(True, False), rotary=True, rotary_fraction=0.5,
+                               gating=True, window=(1, None)), channels_first(8), [(2, 8, 4, 4), *WEIGHTS],
+        with_mask),
+    "AxialAttention(attn_bias, positions)": Case(
+        lambda: AxialAttention(8, heads=2, rotary=True), channel_last(8), [(2, 4, 4, 8), *WEIGHTS],
+        with_bias_and_positions),
+    "AxialAttention(chunk_size, sum_axial_out=False)": Case(
+        lambda: AxialAttention(8, heads=2, sum_axial_out=False, chunk_size=4, rotary=True, gating=True),
+        channel_last(8), [(2, 4, 4, 8), *WEIGHTS], dict(need_weights=True)),
     "AxisAttention": Case(lambda: AxisAttention(8, axis=1, heads=2, causal=True), channel_last(8),
                           [(2, 4, 4, 8), (2, 2, 4, 4, 4)], dict(need_weights=True)),
     "PastNeighbourhoodAttention": Case(lambda: PastNeighbourhoodAttention(8, 2, window=3, past_slices=2, heads=2),

@@ -16,8 +16,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers.attention import AxialAttention, AxisAttention, attend_along_axis
+from ..layers.attention import AxialAttention, AxisAttention
 from ..layers.positional import AxialPositionalEmbedding
+from ..layers.primitive import attend_along_axis
 from ..layers.reversible import ReversibleSequence
 from ..models.image_transformer import AxialImageTransformer, _ChanNorm
 from ..validation import check_input, check_int, describe, normalize_dim_index

@@ -1,10 +1,8 @@
-"""The axis-attention primitive and the modules built on it.
+"""The attention modules: AxisAttention along one axis, AxialAttention along every axis of an N-D tensor.
 
-Everything attends in a channel-last layout `(batch, *axial, channels)`: attending along one axis
-folds the axes before it (with the batch) into SDPA's batch dimension and the axes after it (with
-the heads) into SDPA's head dimension. For a contiguous channel-last tensor both folds are views, so
-the only data movement is the one SDPA does itself; `scaled_dot_product_attention` then picks its
-fused kernel (flash on CPU and CUDA, memory-efficient, or math).
+Both run on the primitive (primitive.py, `attend_along_axis`, imported here under its earlier path too)
+in a channel-last layout `(batch, *axial, channels)`, with their options beside it: rotary positions
+(rotary.py), gating, local windows and the bounded-memory chunks (chunking.py).
 
 Axes, one convention for the package. An axis is a dim of the tensor it applies to, counted as
 torch counts them, with the batch at 0 (never an axial axis):
@@ -26,8 +24,7 @@ AxialAttention returns a tuple of them, one per axial axis (L that axis' length)
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,108 +32,24 @@ from torch import Tensor, nn
 
 from ..compat.lucidrains_state_dicts import convert_lucidrains_on_load, upgrade_lucidrains_pickle
 from ..validation import (
+    check_attn_bias,
     check_axial_input,
     check_axis_flags,
+    check_axis_windows,
     check_bool,
+    check_chunk_size,
     check_divisible,
     check_input,
     check_int,
     check_mask,
     check_probability,
+    check_window,
+    describe,
     normalize_dim_index,
 )
-
-
-def _fold(t: Tensor, axis: int, heads: int) -> Tensor:
-    """(batch, *pre, L, *post, heads * e) -> (batch * prod(pre), prod(post) * heads, L, e)."""
-    prefix = math.prod(t.shape[:axis])
-    suffix = math.prod(t.shape[axis + 1 : -1])
-    return t.reshape(prefix, t.shape[axis], suffix * heads, t.shape[-1] // heads).transpose(1, 2)
-
-
-def _fold_per_query(t: Tensor, axis: int) -> Tensor:
-    """(batch, *others, heads, Lq, Lk) with `others` the axial axes but `axis` -> SDPA's 4-D layout."""
-    # Sizes spelled out, never -1: with an empty batch or a zero-length axis -1 would be ambiguous.
-    return t.reshape(math.prod(t.shape[:axis]), math.prod(t.shape[axis:-2]), *t.shape[-2:])
-
-
-def attend_along_axis(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    axis: int,
-    heads: int,
-    *,
-    key_mask: Optional[Tensor] = None,
-    causal: bool = False,
-    attn_bias: Optional[Tensor] = None,
-    dropout_p: float = 0.0,
-    scale: Optional[float] = None,
-    need_weights: bool = False,
-) -> Union[Tensor, tuple[Tensor, Tensor]]:
-    """Multi-head attention along dimension `axis` of channel-last tensors: the package's one primitive.
-
-    q: (batch, *axial_q, heads * dq); k: (batch, *axial_k, heads * dq); v: (batch, *axial_k, heads * dv).
-    `axial_k` equals `axial_q` except along `axis`, where keys may be longer (a key/value cache).
-    Returns (batch, *axial_q, heads * dv), and with `need_weights` also the attention weights
-    (batch, heads, *axial_q, Lk).
-
-    key_mask: bool (batch, *axial_k), True = may be attended to. A query with no key it may attend to
-        gets a zero output (finite in forward and backward) instead of SDPA's NaN.
-    causal: query i sees keys j <= i + (Lk - Lq), i.e. aligned at the end so the newest queries of a
-        cache see every cached key (for Lq == Lk this is the usual lower triangle).
-    attn_bias: float, broadcastable to (batch, *axial_q without `axis`, heads, Lq, Lk), added to the
-        scores (for learned relative-position terms).
-    """
-    if not 1 <= axis <= q.ndim - 2:
-        raise ValueError(f"axis must be an axial dimension of the {q.ndim}-dim input (1..{q.ndim - 2}), got {axis}")
-    len_q, len_k = q.shape[axis], k.shape[axis]
-    qf, kf, vf = (_fold(t, axis, heads) for t in (q, k, v))
-    batch_fold, head_fold = qf.shape[:2]
-
-    # Everything that restricts which keys a query sees, as one bool mask (None = all allowed).
-    allowed = None
-    if key_mask is not None:
-        km = key_mask.movedim(axis, -1)  # (batch, *pre, *post, Lk)
-        km = km.reshape(batch_fold, math.prod(km.shape[axis:-1]), 1, 1, len_k).expand(-1, -1, heads, -1, -1)
-        allowed = km.reshape(batch_fold, head_fold, 1, len_k)
-    use_is_causal = causal and allowed is None and attn_bias is None and len_q == len_k
-    if causal and not use_is_causal and len_q > 1:
-        lower = torch.ones(len_q, len_k, dtype=torch.bool, device=q.device).tril(len_k - len_q)
-        allowed = lower if allowed is None else allowed & lower
-
-    empty_rows = None
-    if allowed is not None:
-        empty_rows = ~allowed.any(dim=-1, keepdim=True)
-        allowed = allowed | empty_rows
-    mask = allowed
-    if attn_bias is not None:
-        bias = attn_bias.expand(*q.shape[:axis], *q.shape[axis + 1 : -1], heads, len_q, len_k)
-        bias = _fold_per_query(bias, axis).to(q.dtype)
-        mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
-
-    def sdpa(values: Tensor, p: float) -> Tensor:
-        out = F.scaled_dot_product_attention(
-            qf, kf, values, attn_mask=mask, dropout_p=p, is_causal=use_is_causal, scale=scale
-        )
-        if empty_rows is not None:
-            out = out.masked_fill(empty_rows, 0.0)
-        if attn_bias is not None and out.numel() == 0:
-            # SDPA leaves an additive mask's gradient undefined for empty inputs: a zero that depends on it
-            # gives a learned bias a zero gradient instead of none (DDP expects one for every parameter).
-            out = out + mask.sum() * 0
-        # (B, H, L, E) -> channel-last; SDPA's CPU/CUDA kernels return (B, L, H, E) memory, so a view.
-        return out.transpose(1, 2).reshape(*q.shape[:-1], heads * values.shape[-1])
-
-    out = sdpa(vf, dropout_p)
-    if not need_weights:
-        return out
-    # Attending over one-hot values returns the attention weights themselves, through the very same
-    # kernel and masks, so inspection cannot disagree with the forward's scores. They are the weights
-    # before dropout: in training with dropout_p > 0 the forward applied a randomly thinned copy.
-    eye = torch.eye(len_k, dtype=q.dtype, device=q.device).expand(batch_fold, head_fold, len_k, len_k)
-    weights = sdpa(eye, 0.0).unflatten(-1, (heads, len_k)).movedim(-2, 1)
-    return out, weights
+from .chunking import run_in_chunks
+from .primitive import attend_along_axis  # noqa: F401  (also served at this path)
+from .rotary import Positions, check_theta, describe_rotary, rotary_positions, rotate, rotated_width
 
 
 class AxisAttention(nn.Module):
@@ -145,7 +58,24 @@ class AxisAttention(nn.Module):
     Input and output: (batch, *axial, dim); `axis` is the dimension attended along (1-based: 0 is
     the batch). With need_weights=True also returns the weights (batch, heads, *axial, L).
     `to_q`, `to_kv`, `to_out` carry the same names and layout as `axial-attention` 0.6.1.
+
+    Options, all off by default:
+    rotary: rotary positions along the axis (rotary.py): queries and keys rotated by their coordinates,
+        `rotary_fraction` of each head's channels at frequencies theta^(-2m / rotated), `rotary_theta` = theta.
+    gating: a sigmoid gate per head and channel, computed from the input, on the attention's output before
+        the output projection (AlphaFold 2's gated attention, as OpenFold writes it: starts open, at 0.73).
+    window: a query attends only to keys within `window` positions along the axis (with causal: the
+        `window` before it and itself).
+    chunk_size: bound training memory: the positions are processed in chunks of at most about
+        `chunk_size` positions (whole slices of the largest other axis), each recomputed in backward, so
+        activations of the whole tensor are never held; the same outputs and gradients.
+    forward(x, mask, attn_bias=..., positions=...): attn_bias (batch, heads, L, L) shared by every line or
+    (batch, *other axes, heads, L, L), added to the scores; positions the rotary coordinates (an int offset,
+    or (L,) / (batch, L) coordinates; default 0..L-1).
     """
+
+    # Class-level defaults: modules pickled before these options existed (by 0.6.1 or 0.2.0) lack them.
+    rotary, rotary_theta, rotated, gating, window, chunk_size = False, 10000.0, None, False, None, None
 
     def __init__(
         self,
@@ -155,6 +85,13 @@ class AxisAttention(nn.Module):
         dim_heads: Optional[int] = None,
         causal: bool = False,
         dropout: float = 0.0,
+        *,
+        rotary: bool = False,
+        rotary_theta: float = 10000.0,
+        rotary_fraction: float = 1.0,
+        gating: bool = False,
+        window: Optional[int] = None,
+        chunk_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_int("dim", dim)
@@ -168,21 +105,44 @@ class AxisAttention(nn.Module):
         self.dim, self.axis, self.heads, self.dim_heads = dim, axis, heads, dim_heads
         self.causal = check_bool("causal", causal)
         self.dropout = check_probability("dropout", dropout)
+        self.rotary = check_bool("rotary", rotary)
+        if rotary:
+            self.rotary_theta, self.rotated = check_theta(rotary_theta), rotated_width(dim_heads, rotary_fraction)
+        self.gating = check_bool("gating", gating)
+        self.window = check_window("window", window)
+        self.chunk_size = check_chunk_size("chunk_size", chunk_size)
         hidden = heads * dim_heads
         self.to_q = nn.Linear(dim, hidden, bias=False)
         self.to_kv = nn.Linear(dim, 2 * hidden, bias=False)
+        if gating:  # OpenFold's initialisation: weights 0, bias 1, so every gate starts at sigmoid(1)
+            self.to_gate = nn.Linear(dim, hidden)
+            nn.init.zeros_(self.to_gate.weight)
+            nn.init.ones_(self.to_gate.bias)
         self.to_out = nn.Linear(hidden, dim)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, axis={self.axis}, heads={self.heads}, dim_heads={self.dim_heads}, "
-                f"causal={self.causal}, dropout={self.dropout}")
+                f"causal={self.causal}, dropout={self.dropout}" + self._options_repr())
 
-    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values of x (batch, *axial, dim), each (batch, *axial, heads * dim_heads): what a cache keeps."""
+    def _options_repr(self) -> str:
+        """The options that are on, for extra_repr (nothing for a plain layer)."""
+        return (describe_rotary(self.rotary, self.rotary_theta, self.rotated)
+                + (", gating=True" if self.gating else "")
+                + (f", window={self.window}" if self.window is not None else "")
+                + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else ""))
+
+    def project_kv(self, x: Tensor, positions: Positions = None) -> tuple[Tensor, Tensor]:
+        """Keys and values of x (batch, *axial, dim), each (batch, *axial, heads * dim_heads): what a cache keeps.
+        With rotary positions the keys come rotated by `positions` (default 0..L-1 along the axis)."""
         # Two products with halves of the weight, not one split afterwards: each output is contiguous,
         # so attend_along_axis folds it with views, and backward needs no concatenation of the halves.
         w_k, w_v = self.to_kv.weight.chunk(2, dim=0)
-        return F.linear(x, w_k), F.linear(x, w_v)
+        k, v = F.linear(x, w_k), F.linear(x, w_v)
+        return (self._rotate(k, positions), v) if self.rotary else (k, v)
+
+    def _rotate(self, t: Tensor, positions: Positions) -> Tensor:
+        coords = rotary_positions(positions, t.shape[self.axis], t.shape[0], t.device)
+        return rotate(t, self.axis, self.heads, self.rotated, self.rotary_theta, coords)
 
     def forward(
         self,
@@ -191,33 +151,58 @@ class AxisAttention(nn.Module):
         *,
         kv: Optional[tuple[Tensor, Tensor]] = None,
         need_weights: bool = False,
+        attn_bias: Optional[Tensor] = None,
+        positions: Positions = None,
     ) -> Union[Tensor, tuple[Tensor, Tensor]]:
-        """x: (batch, *axial, dim) -> same shape. kv: precomputed keys/values (e.g. a cache) to attend
-        over instead of x's own; `mask` then masks those keys. With need_weights also returns
-        (batch, heads, *axial, L) attention weights."""
+        """x: (batch, *axial, dim) -> same shape. kv: precomputed keys/values (e.g. a cache, from `project_kv`)
+        to attend over instead of x's own; `mask` then masks those keys, and `positions` (rotary) are the
+        queries' only. With need_weights also returns (batch, heads, *axial, L) attention weights."""
         check_input(
             x, name="x", owner=self, ndim=self.axis + 2, or_more=True,
             layout=f"channel-last: batch, *axial with at least {self.axis}, {self.dim}", dim_index=-1, dim=self.dim,
         )
-        return self._project_out(self._attend(x, mask, kv=kv, need_weights=need_weights))
+        return self.attend_and_project(x, mask, kv=kv, need_weights=need_weights, attn_bias=attn_bias,
+                                       positions=positions)
+
+    def attend_and_project(
+        self, x: Tensor, mask: Optional[Tensor] = None, *, kv: Optional[tuple[Tensor, Tensor]] = None,
+        need_weights: bool = False, attn_bias: Optional[Tensor] = None, positions: Positions = None,
+    ) -> Union[Tensor, tuple[Tensor, Tensor]]:
+        """forward without the input check (its callers checked x), in chunks when chunk_size is set."""
+        if attn_bias is not None:
+            len_k = x.shape[self.axis] if kv is None else kv[0].shape[self.axis]
+            attn_bias = check_attn_bias(attn_bias, name="attn_bias", owner=self, axis=self.axis,
+                                        query_shape=x.shape, heads=self.heads, len_k=len_k)
+
+        def run(x: Tensor, mask: Optional[Tensor], attn_bias: Optional[Tensor], positions: Positions):
+            return self._project_out(self._attend(x, mask, kv=kv, need_weights=need_weights, attn_bias=attn_bias,
+                                                  positions=positions))
+
+        if self.chunk_size is None or kv is not None:
+            return run(x, mask, attn_bias, positions)
+        return run_in_chunks(run, x, self.axis, self.chunk_size, mask, attn_bias, positions)
 
     def _attend(
         self, x: Tensor, mask: Optional[Tensor] = None, *, kv: Optional[tuple[Tensor, Tensor]] = None,
-        need_weights: bool = False,
+        need_weights: bool = False, attn_bias: Optional[Tensor] = None, positions: Positions = None,
     ) -> Union[Tensor, tuple[Tensor, Tensor]]:
-        """forward without the output projection: (batch, *axial, heads * dim_heads) (and the weights)."""
-        k, v = self.project_kv(x) if kv is None else kv
-        return attend_along_axis(
-            self.to_q(x),
-            k,
-            v,
-            self.axis,
-            self.heads,
-            key_mask=mask,
-            causal=self.causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            need_weights=need_weights,
+        """forward without the output projection: (batch, *axial, heads * dim_heads) (and the weights).
+        attn_bias is in check_attn_bias's full form."""
+        if positions is not None and not self.rotary:
+            raise ValueError(f"positions were given but {describe(self)} has no rotary positions; build it with "
+                             f"rotary=True")
+        k, v = self.project_kv(x, positions) if kv is None else kv
+        q = self.to_q(x)
+        if self.rotary:
+            q = self._rotate(q, positions)
+        result = attend_along_axis(
+            q, k, v, self.axis, self.heads, key_mask=mask, causal=self.causal, attn_bias=attn_bias,
+            dropout_p=self.dropout if self.training else 0.0, need_weights=need_weights, window=self.window,
         )
+        if not self.gating:
+            return result
+        gate = torch.sigmoid(self.to_gate(x))
+        return (result[0] * gate, result[1]) if need_weights else result * gate
 
     def _project_out(self, result: Union[Tensor, tuple[Tensor, Tensor]]) -> Union[Tensor, tuple[Tensor, Tensor]]:
         if isinstance(result, tuple):
@@ -235,9 +220,14 @@ class AxialAttention(nn.Module):
     sum_axial_out: sum the per-axis attentions of x (True) or apply them one after another (False).
     causal: True/False for every axis, or one bool per axial axis in the order they appear in x;
         causal along an axis means the output at index i depends only on indices <= i along it.
+    rotary, rotary_theta, rotary_fraction, gating, chunk_size: as AxisAttention's, for every axis;
+        window: None or an int for every axis, or one (None or int) per axial axis.
     forward(x, mask): mask is bool with x's shape minus the embedding axis, True = valid; invalid
         positions are never attended to. need_weights=True (or its earlier name return_attention=True)
         also returns, per axial axis, its weights (batch, heads, *axial, L_axis).
+        attn_bias: one additive bias (or None) per axial axis, each (batch, heads, L, L) shared by every
+        line along that axis or (batch, *the other axial axes, heads, L, L), broadcastable.
+        positions: rotary coordinates, one entry (None, an int offset, or (L,) / (batch, L)) per axial axis.
     """
 
     def __init__(
@@ -250,6 +240,13 @@ class AxialAttention(nn.Module):
         sum_axial_out: bool = True,
         causal: Union[bool, Sequence[bool]] = False,
         dropout: float = 0.0,
+        *,
+        rotary: bool = False,
+        rotary_theta: float = 10000.0,
+        rotary_fraction: float = 1.0,
+        gating: bool = False,
+        window: Union[None, int, Sequence[Optional[int]]] = None,
+        chunk_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_int("num_dimensions", num_dimensions)
@@ -258,15 +255,21 @@ class AxialAttention(nn.Module):
         self.causal = check_axis_flags("causal", causal, num_dimensions)
         self.sum_axial_out = bool(sum_axial_out)  # any truthy value, as 0.6.1 (which only tests it with `if`)
         self.dropout = check_probability("dropout", dropout)
+        self.window = check_axis_windows("window", window, num_dimensions)
+        self.chunk_size = check_chunk_size("chunk_size", chunk_size)
         # In the channel-last working layout the axial axes are dims 1..num_dimensions, in x's order.
         self.axial_attentions = nn.ModuleList(
-            AxisAttention(dim, axis, heads, dim_heads, causal=axis_causal, dropout=dropout)
-            for axis, axis_causal in zip(range(1, num_dimensions + 1), self.causal)
+            AxisAttention(dim, axis, heads, dim_heads, causal=axis_causal, dropout=dropout, rotary=rotary,
+                          rotary_theta=rotary_theta, rotary_fraction=rotary_fraction, gating=gating,
+                          window=axis_window, chunk_size=chunk_size)
+            for axis, axis_causal, axis_window in zip(range(1, num_dimensions + 1), self.causal, self.window)
         )
         self.register_load_state_dict_pre_hook(convert_lucidrains_on_load)  # 0.6.1's state dicts load too
 
     def __setstate__(self, state: dict) -> None:
         if not upgrade_lucidrains_pickle(self, state):  # a whole AxialAttention pickled by 0.6.1
+            state.setdefault("window", (None,) * state["num_dimensions"])  # pickled before windows existed
+            state.setdefault("chunk_size", None)
             super().__setstate__(state)
 
     @property
@@ -276,13 +279,31 @@ class AxialAttention(nn.Module):
 
     def extra_repr(self) -> str:
         first = self.axial_attentions[0]
+        options = (describe_rotary(first.rotary, first.rotary_theta, first.rotated)
+                   + (", gating=True" if first.gating else "")
+                   + (f", window={self.window}" if any(w is not None for w in self.window) else "")
+                   + (f", chunk_size={self.chunk_size}" if self.chunk_size is not None else ""))
         return (f"dim={self.dim}, num_dimensions={self.num_dimensions}, heads={first.heads}, "
                 f"dim_heads={first.dim_heads}, dim_index={self.dim_index}, sum_axial_out={self.sum_axial_out}, "
-                f"causal={self.causal}, dropout={self.dropout}")
+                f"causal={self.causal}, dropout={self.dropout}" + options)
+
+    def _per_axis(self, name: str, value: Any) -> tuple:
+        """attn_bias / positions: None, or one entry per axial axis (a bare entry when there is one axis)."""
+        if value is None:
+            return (None,) * self.num_dimensions
+        if self.num_dimensions == 1 and not isinstance(value, (tuple, list)):
+            return (value,)
+        if not isinstance(value, (tuple, list)) or len(value) != self.num_dimensions:
+            got = f"{len(value)} entries" if isinstance(value, (tuple, list)) else type(value).__name__
+            raise ValueError(f"{name} must be a tuple with one entry (or None) per axial axis "
+                             f"({self.num_dimensions}) of {describe(self)}, got {got}")
+        return tuple(value)
 
     def forward(
         self, x: Tensor, mask: Optional[Tensor] = None, need_weights: bool = False, *,
         return_attention: Optional[bool] = None,
+        attn_bias: Optional[Sequence[Optional[Tensor]]] = None,
+        positions: Optional[Sequence[Positions]] = None,
     ) -> Union[Tensor, tuple[Tensor, tuple[Tensor, ...]]]:
         if return_attention is not None:  # the earlier name of need_weights, kept for code written against it
             if need_weights and not return_attention:
@@ -293,26 +314,37 @@ class AxialAttention(nn.Module):
         if mask is not None:
             expected = x.shape[: self.dim_index] + x.shape[self.dim_index + 1 :]
             check_mask(mask, expected, f"x of shape {tuple(x.shape)} with dim_index={self.dim_index}")
+        biases, coords = self._per_axis("attn_bias", attn_bias), self._per_axis("positions", positions)
 
         h = x.movedim(self.dim_index, -1)
         weights = []
 
-        def attend(attn: AxisAttention, inp: Tensor) -> Tensor:
+        def keep(result: Union[Tensor, tuple[Tensor, Tensor]]) -> Tensor:
             if not need_weights:
-                return attn._attend(inp, mask)
-            out, w = attn._attend(inp, mask, need_weights=True)
-            weights.append(w)
-            return out
+                return result
+            weights.append(result[1])
+            return result[0]
 
-        if self.sum_axial_out:
+        axes = list(zip(self.axial_attentions, biases, coords))
+        if self.sum_axial_out and self.chunk_size is None:
             out = None
-            for attn in self.axial_attentions:
-                out = self._add_projected(out, attn, attend(attn, h))
+            for attn, bias, pos in axes:
+                if bias is not None:
+                    bias = check_attn_bias(bias, name="attn_bias", owner=attn, axis=attn.axis, query_shape=h.shape,
+                                           heads=attn.heads, len_k=h.shape[attn.axis])
+                o = keep(attn._attend(h, mask, need_weights=need_weights, attn_bias=bias, positions=pos))
+                out = self._add_projected(out, attn, o)
             out = out.view(*h.shape[:-1], self.dim)
+        elif self.sum_axial_out:  # chunked: each axis projected inside its chunks, then summed
+            out = 0
+            for attn, bias, pos in axes:
+                out = out + keep(attn.attend_and_project(h, mask, need_weights=need_weights, attn_bias=bias,
+                                                         positions=pos))
         else:
             out = h
-            for attn in self.axial_attentions:
-                out = attn.to_out(attend(attn, out))
+            for attn, bias, pos in axes:
+                out = keep(attn.attend_and_project(out, mask, need_weights=need_weights, attn_bias=bias,
+                                                   positions=pos))
         out = out.movedim(-1, self.dim_index)
         return (out, tuple(weights)) if need_weights else out
 

@@ -37,7 +37,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..validation import check_divisible, check_input, check_int, check_odd
-from .attention import attend_along_axis
+from .primitive import attend_along_axis
 
 
 def gather_windows(t: Tensor, radius: int) -> Tensor:
