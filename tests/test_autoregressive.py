@@ -326,3 +326,43 @@ def test_uint8_images_score_as_long_ones():
     model = make_model((1, 2, 3), 3)
     x = torch.randint(0, 3, (4, 1, 2, 3))
     torch.testing.assert_close(model.log_prob(x.to(torch.uint8)), model.log_prob(x))
+
+
+# -- rotary positions ------------------------------------------------------------------------------
+@pytest.mark.parametrize("image_shape,levels,num_classes,label",
+                         [((1, 2, 3), 3, None, None), ((2, 2, 2), 2, 3, 1), ((1, 2, 1, 2, 2), 2, None, None),
+                          ((3, 3), 2, None, None)])
+def test_rotary_model_normalises_exactly(image_shape, levels, num_classes, label):
+    model = make_model(image_shape, levels, num_classes, std=0.5, pos_emb="rotary")
+    assert total_probability(model, image_shape, levels, label) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("image_shape", [(2, 3, 3), (1, 2, 2, 3), (3, 4)])
+def test_rotary_model_logits_reach_exactly_the_past(image_shape):
+    dependency = dependency_matrix(make_model(image_shape, 3, pos_emb="rotary"))
+    assert torch.equal(dependency, torch.ones_like(dependency).tril(-1))
+
+
+@pytest.mark.parametrize("image_shape,num_classes,keep", [((3, 3, 4), 3, 1), ((1, 3, 3, 2), None, 1), ((2, 6), 2, 2)])
+def test_rotary_cached_sampling_equals_reference(image_shape, num_classes, keep):
+    """The caches hold keys rotated at their own positions and each new query is rotated at its index."""
+    model = make_model(image_shape, 5, num_classes, std=0.3, pos_emb="rotary")
+    x = torch.randint(0, 5, (4, *image_shape), generator=torch.Generator().manual_seed(2))
+    labels = None if num_classes is None else torch.arange(4) % num_classes
+    results = [model.complete(x, keep, labels, 1.1, torch.Generator().manual_seed(5), use_cache=use_cache)
+               for use_cache in (True, False)]
+    assert torch.equal(results[0], results[1])
+    assert len(results[0][:, :, keep:].unique()) > 1
+
+
+def test_rotary_model_is_the_same_function_at_any_size_it_can_be_built_for():
+    """No weight depends on the size: a rotary model's weights load into one built for another size, and the
+    likelihood of a row there equals the small model's on the same row (the inner level sees only its row's
+    past, and the rows before it through the levels above, identically)."""
+    small = make_model((1, 1, 4), 3, pos_emb="rotary")
+    large = AutoregressiveAxialTransformer((1, 1, 9), 3, dim=16, heads=2, depth=2, pos_emb="rotary").eval()
+    large.load_state_dict(small.state_dict())
+    x = torch.randint(0, 3, (5, 1, 1, 9))
+    per_token_large = -torch.nn.functional.cross_entropy(
+        large(x).squeeze(3), x.squeeze(2), reduction="none").squeeze(1)  # (batch, 9)
+    torch.testing.assert_close(per_token_large[:, :4].sum(1), small.log_prob(x[..., :4]), rtol=1e-5, atol=1e-5)

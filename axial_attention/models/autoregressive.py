@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from ..layers.neighbourhood import PastNeighbourhoodAttention
 from ..layers.positional import AxialPositionalEmbedding
 from ..validation import (
+    check_choice,
     check_generator,
     check_int,
     check_levels,
@@ -50,6 +51,9 @@ from .decoder import OUT_PROJ_INIT_STD, DecoderBlock
 from .pretrained import PretrainedMixin
 from .sampling import complete_cached, complete_reference
 
+# How positions enter: a learned embedding per axis and channel (the paper's), or rotary positions in every
+# attention (relative, no table: any size), with a learned embedding of the channel only.
+POSITION_SCHEMES = ("learned", "rotary")
 AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("frames", "height", "width")}
 
 
@@ -75,6 +79,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     neighbourhood (along the later axes) of the `past_slices` slices of the first axis before it, with
     a causal query: how a video model follows motion from frame to frame (neighbourhood.py). Needs at
     least two axes; its output joins every level's input.
+    pos_emb: "learned" (default: a learned embedding per axis and channel, for one image_shape) or "rotary"
+    (rotary positions in every attention, relative: no table tied to a size; a learned channel embedding).
     Set `model.activation_checkpointing = True` to recompute each decoder block in backward instead of
     keeping its activations (less memory, about a quarter more time, the same gradients).
 
@@ -86,6 +92,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     the first axis kept (rows of an image, frames of a video) and the rest sampled.
     save_pretrained(folder) / from_pretrained(folder): config.json + model.safetensors.
     """
+
+    pos_emb_kind = "learned"  # class-level default: models pickled before the option existed
 
     def __init__(
         self,
@@ -103,6 +111,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
         level_depths: Optional[Sequence[int]] = None,
         past_window: Optional[int] = None,
         past_slices: int = 1,
+        pos_emb: str = "learned",
     ) -> None:
         super().__init__()
         self.image_shape = check_shape("image_shape", image_shape, what="sizes (channels, *axes)")
@@ -126,6 +135,7 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
                 raise ValueError(f"past_window needs at least two axes (slices of the first axis with positions "
                                  f"to look around), got image_shape {tuple(image_shape)!r}; pass past_window=None")
         check_int("past_slices", past_slices)
+        self.pos_emb_kind = check_choice("pos_emb", pos_emb, POSITION_SCHEMES)
         if level_depths is None:
             depths = (depth,) * (n - 1) + (inner_depth,)
         else:
@@ -135,10 +145,11 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
                        "depth": depth, "dim_heads": dim_heads, "inner_depth": inner_depth, "ff_mult": ff_mult,
                        "dropout": dropout, "num_classes": num_classes, "attn_dropout": attn_dropout,
                        "level_depths": None if level_depths is None else list(depths),
-                       "past_window": past_window, "past_slices": past_slices}
+                       "past_window": past_window, "past_slices": past_slices, "pos_emb": pos_emb}
 
         def block(axis: int, causal: bool) -> DecoderBlock:
-            return DecoderBlock(dim, axis, heads, dim_heads, causal, ff_mult, dropout, attn_dropout)
+            return DecoderBlock(dim, axis, heads, dim_heads, causal, ff_mult, dropout, attn_dropout,
+                                rotary=pos_emb == "rotary")
 
         def level(k: int, layers: int) -> nn.ModuleList:
             """Level of token-grid axis k: per layer, unmasked blocks along axes k+1..n, then masked along k."""
@@ -147,7 +158,9 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
             )
 
         self.token_emb = nn.Embedding(num_levels, dim)
-        self.pos_emb = AxialPositionalEmbedding(dim, (*axes, channels), emb_dim_index=-1)
+        # Rotary positions are relative, so only which channel a token is stays learned (none for one channel).
+        self.pos_emb = (AxialPositionalEmbedding(dim, (*axes, channels), emb_dim_index=-1) if pos_emb == "learned"
+                        else nn.Embedding(channels, dim) if channels > 1 else None)
         self.class_emb = None if num_classes is None else nn.Embedding(num_classes, dim)
         # Level 1 keeps the image model's names (`outer`, `outer_norm`), so its checkpoints load as they are.
         self.outer = level(1, depths[0]) if n > 1 else nn.ModuleList()
@@ -198,7 +211,12 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     def _conditioning(self, labels: Optional[Tensor]) -> Tensor:
         """Positional (+ class) embedding, (1 or batch, *token grid, dim)."""
         channels, *axes = self.image_shape
-        pos = rearrange(self.pos_emb.embedding((*axes, channels)), "1 ... w c d -> 1 ... (w c) d")
+        if self.pos_emb_kind == "learned":
+            pos = rearrange(self.pos_emb.embedding((*axes, channels)), "1 ... w c d -> 1 ... (w c) d")
+        elif self.pos_emb is not None:  # rotary: the channel's embedding at each of its tokens
+            pos = self.pos_emb.weight.repeat(axes[-1], 1).reshape(1, *(1,) * (len(axes) - 1), -1, self.config["dim"])
+        else:
+            pos = self.token_emb.weight.new_zeros(1, *(1,) * len(axes), self.config["dim"])
         if labels is None:
             return pos
         return pos + self.class_emb(labels).reshape(-1, *(1,) * self.num_axes, pos.shape[-1])

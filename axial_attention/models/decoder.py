@@ -28,10 +28,10 @@ class DecoderBlock(nn.Module):
     it is a separate opt-in."""
 
     def __init__(self, dim: int, axis: int, heads: int, dim_heads: Optional[int], causal: bool,
-                 ff_mult: int, dropout: float, attn_dropout: float) -> None:
+                 ff_mult: int, dropout: float, attn_dropout: float, rotary: bool = False) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = AxisAttention(dim, axis, heads, dim_heads, causal=causal, dropout=attn_dropout)
+        self.attn = AxisAttention(dim, axis, heads, dim_heads, causal=causal, dropout=attn_dropout, rotary=rotary)
         self.ff_norm = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, dim * ff_mult), nn.GELU(), nn.Linear(dim * ff_mult, dim))
         self.drop = ResidualDropout(dropout)
@@ -44,13 +44,14 @@ class DecoderBlock(nn.Module):
         axis), x holds the positions from `index` on along the axis: their keys/values are written
         there and they attend over the buffers up to their own position (causally among themselves)."""
         h = self.attn_norm(x)
-        kv = None
+        kv, positions = None, None
         if cache is not None:
+            positions = index if self.attn.rotary else None  # the new positions' coordinates along the axis
             new = x.shape[self.attn.axis]
-            for buf, t in zip(cache, self.attn.project_kv(h)):
+            for buf, t in zip(cache, self.attn.project_kv(h, positions)):
                 buf.narrow(self.attn.axis, index, new).copy_(t)
             kv = tuple(buf.narrow(self.attn.axis, 0, index + new) for buf in cache)
-        x = x + self.drop(self.attn(h, kv=kv))
+        x = x + self.drop(self.attn(h, kv=kv, positions=positions))
         return x + self.drop(self.ff(self.ff_norm(x)))
 
     def new_cache(self, like: Tensor, length: int) -> tuple[Tensor, Tensor]:

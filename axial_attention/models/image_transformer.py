@@ -89,10 +89,11 @@ class _ChanLayerNorm(nn.Module):
 
 
 class _PreNormAttention(nn.Module):
-    def __init__(self, dim: int, axis: int, heads: int, dim_heads: Optional[int], causal: bool, dropout: float):
+    def __init__(self, dim: int, axis: int, heads: int, dim_heads: Optional[int], causal: bool, dropout: float,
+                 rotary: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.attn = AxisAttention(dim, axis, heads, dim_heads, causal=causal, dropout=dropout)
+        self.attn = AxisAttention(dim, axis, heads, dim_heads, causal=causal, dropout=dropout, rotary=rotary)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.attn(self.norm(x))
@@ -159,6 +160,8 @@ class AxialImageTransformer(nn.Module):
         (the feed-forward convolutions are shifted accordingly).
     dropout: on attention weights and after the feed-forward activation.
     num_dimensions: 2 for images, 3 for video (batch, dim, frames, height, width), 1 for sequences.
+    rotary: rotary positions in every attention (relative, any size at any time), instead of or besides the
+        learned embedding.
     The arguments up to axial_pos_emb_shape are those of `axial-attention` 0.6.1, with its defaults.
     """
 
@@ -174,6 +177,7 @@ class AxialImageTransformer(nn.Module):
         causal: Union[bool, Sequence[bool]] = False,
         dropout: float = 0.0,
         num_dimensions: int = 2,
+        rotary: bool = False,
     ) -> None:
         super().__init__()
         self.dim, self.depth = check_int("dim", dim), check_int("depth", depth)
@@ -187,6 +191,7 @@ class AxialImageTransformer(nn.Module):
         if axial_pos_emb_shape is not None:
             axial_pos_emb_shape = check_shape("axial_pos_emb_shape", axial_pos_emb_shape, num_dimensions)
         self.axial_pos_emb_shape = axial_pos_emb_shape
+        self.rotary = check_bool("rotary", rotary)
 
         self.pos_emb = (
             AxialPositionalEmbedding(dim, axial_pos_emb_shape, emb_dim_index=self.dim_index)
@@ -197,7 +202,7 @@ class AxialImageTransformer(nn.Module):
         for _ in range(depth):
             # In the channel-last working layout the axial axes are dims 1..N, in x's order.
             sublayers += [
-                _PreNormAttention(dim, axis, heads, dim_heads, axis_causal, dropout)
+                _PreNormAttention(dim, axis, heads, dim_heads, axis_causal, dropout, rotary)
                 for axis, axis_causal in enumerate(self.causal, start=1)
             ]
             sublayers += [_ConvFeedForward(dim, self.causal, dropout) for _ in range(2)]
@@ -208,13 +213,14 @@ class AxialImageTransformer(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         if not upgrade_lucidrains_pickle(self, state):  # a whole AxialImageTransformer pickled by 0.6.1
+            state.setdefault("rotary", False)  # pickled before the option existed
             super().__setstate__(state)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, depth={self.depth}, heads={self.heads}, dim_heads={self.dim_heads}, "
                 f"dim_index={self.dim_index}, reversible={self.reversible}, "
                 f"axial_pos_emb_shape={self.axial_pos_emb_shape}, causal={self.causal}, dropout={self.dropout}, "
-                f"num_dimensions={self.num_dimensions}")
+                f"num_dimensions={self.num_dimensions}" + (", rotary=True" if self.rotary else ""))
 
     def _axial_dims(self) -> list[int]:
         return [d for d in range(1, self.num_dimensions + 2) if d != self.dim_index]
