@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from axial_attention import AutoregressiveAxialTransformer
-from axial_attention.training import TrainConfig, train
+from axial_attention.training import RunError, TrainConfig, train
 from axial_attention.training.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,6 +284,20 @@ def test_an_existing_run_is_not_overwritten_without_asking(run, capsys, tmp_path
     fails_with(capsys, ["train", *TINY, "--steps", "7", "--out", str(folder), "--resume"],
                "is at step 8, past --steps 7")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_pos_emb_rotary_trains_saves_and_must_match_on_resume(tmp_path, capsys):
+    out = tmp_path / "rotary"
+    assert cli(["train", *TINY, "--steps", "2", "--pos-emb", "rotary", "--out", str(out)]) == 0
+    model = AutoregressiveAxialTransformer.from_pretrained(out)
+    assert model.config["pos_emb"] == "rotary" and not hasattr(model.pos_emb, "embedding")  # no learned grid
+    assert json.loads((out / "results.json").read_text())["args"]["pos_emb"] == "rotary"
+    fails_with(capsys, ["train", *TINY, "--steps", "4", "--out", str(out), "--resume"],
+               "--pos-emb 'rotary' -> 'learned'")
+    with pytest.raises(RunError, match="pos_emb must be one of 'learned', 'rotary', got 'sinusoidal'"):
+        train(TrainConfig(steps=1, batch_size=8, dim=8, heads=2, depth=1, device="cpu", progress=False,
+                          pos_emb="sinusoidal", out=str(tmp_path / "bad")))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):

@@ -21,9 +21,9 @@ STATE_FORMAT = 1
 # --steps may grow: a finished run is extended, its cosine schedule stretched to the new total.
 RESUME_MUST_MATCH = ("data", "video", "levels", "size", "seed", "batch_size", "grad_accum", "lr",
                      "weight_decay", "dim", "heads", "dim_heads", "depth", "inner_depth", "dropout", "attn_dropout",
-                     "ema", "ema_decay", "past_window", "past_slices", "warmup")
+                     "ema", "ema_decay", "past_window", "past_slices", "pos_emb", "warmup")
 # What a run saved before an option existed used (its args lack the key).
-BEFORE_THE_OPTION = {"past_window": 0, "dim_heads": None}
+BEFORE_THE_OPTION = {"past_window": 0, "dim_heads": None, "pos_emb": "learned"}
 
 
 

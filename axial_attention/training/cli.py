@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..models.autoregressive import AutoregressiveAxialTransformer
+from ..models.autoregressive import POSITION_SCHEMES, AutoregressiveAxialTransformer
 from .checkpoints import RESULTS_NAME
 from .config import NonFiniteLossError, TrainConfig
 from .data import ImageData, load_images
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "follow motion; 0: off (default: 5 for videos, 0 for images)")
     t.add_argument("--past-slices", type=_positive_int, default=d.past_slices,
                    help="previous frames (slices of the first axis) that --past-window looks into (default: 1)")
+    t.add_argument("--pos-emb", choices=POSITION_SCHEMES, default=d.pos_emb,
+                   help="positions: 'learned' (an embedding per axis, for one size) or 'rotary' (rotary positions "
+                        "in every attention: relative, the model also runs at other sizes; default: learned)")
     t.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block in backward instead of keeping its activations: less memory, "
                         "about a quarter more time, the same gradients")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..models.autoregressive import POSITION_SCHEMES
 from .defaults import CHOSEN_FOR_DATA, data_defaults
 from .options import option
 
@@ -43,6 +44,7 @@ class TrainConfig:
     attn_dropout: Optional[float] = None
     past_window: Optional[int] = None  # 0: off
     past_slices: int = 1
+    pos_emb: str = "learned"  # or "rotary"
     activation_checkpointing: bool = False
     seed: int = 0
     device: str = "auto"
@@ -90,5 +92,8 @@ def check_config(config: TrainConfig, world: int) -> None:
     if config.past_window < 0 or (config.past_window and config.past_window % 2 == 0):
         raise RunError(f"{option('past_window')} must be 0 (off) or odd (a centre and the same reach on each side), "
                        f"got {config.past_window}")
+    if config.pos_emb not in POSITION_SCHEMES:
+        raise RunError(f"{option('pos_emb')} must be one of {', '.join(map(repr, POSITION_SCHEMES))}, "
+                       f"got {config.pos_emb!r}")
     if config.warmup is not None and config.warmup < 0:
         raise RunError(f"{option('warmup')} must be >= 0 steps, got {config.warmup}")

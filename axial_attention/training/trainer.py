@@ -132,6 +132,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
         data.image_shape, data.levels, dim=config.dim, heads=config.heads, dim_heads=config.dim_heads,
         depth=config.depth, inner_depth=config.inner_depth, dropout=config.dropout, attn_dropout=config.attn_dropout,
         num_classes=data.num_classes, past_window=config.past_window or None, past_slices=config.past_slices,
+        pos_emb=config.pos_emb,
     ).to(device)
     model.activation_checkpointing = config.activation_checkpointing
     _check_memory(model, config, world, device, rank)
