@@ -5,8 +5,10 @@
     axial-attention sample RUN --num 20 [--labels 3 7] [--temperature 0.9] [--seed 0] [--out samples.png|.gif]
     axial-attention complete RUN --keep 4 --num 8 [--images FOLDER|FILE.npy] [--out completions.png]
     axial-attention evaluate RUN [--data digits|FOLDER|FILE.npy] [--split test]
+    axial-attention push RUN OWNER/NAME [--private] [--revision BRANCH] [--token TOKEN]
 
-RUN is a folder written by `train` (or by `save_pretrained`). Mistakes (a flag out of range, a run
+RUN is a folder written by `train` (or by `save_pretrained`), or for sample, complete and evaluate a Hub repo id
+(owner/name, with the [hub] extra). Mistakes (a flag out of range, a run
 folder without model files, a truncated file) end with a one-line message and exit status 2,
 without touching what is already written.
 """
@@ -66,7 +68,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,complete,evaluate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,complete,evaluate,push}")
     d = TrainConfig()
 
     t = commands.add_parser("train", help="train a model; writes a run folder",
@@ -178,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int,
                    help="items per forward pass (default: about 16k tokens: 256 digits, 8 clips of 8x16x16)")
     _add_device(e)
+
+    p = commands.add_parser("push", help="upload a run folder to the Hugging Face Hub, with a model card",
+                            description="Upload a run folder to a Hub model repo in one commit: the model, "
+                                        "results.json, metrics, samples and curves, and a README.md model card "
+                                        "built from results.json; training_state.pt (only --resume needs it) "
+                                        "stays. Needs the [hub] extra.")
+    p.add_argument("run", help="run folder (config.json + model.safetensors, results.json, ...)")
+    p.add_argument("repo_id", metavar="REPO_ID", help="the Hub repo, owner/name (or name, under your account); "
+                   "created if missing")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its "
+                   "visibility)")
+    p.add_argument("--revision", help="the branch to commit to, created if missing (default: main)")
+    p.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
     return parser
 
 
@@ -307,12 +322,29 @@ def cmd_evaluate(args: argparse.Namespace) -> float:
     return bits
 
 
+def cmd_push(args: argparse.Namespace) -> str:
+    from ..models.hub import import_hub
+    from .hub import push_run
+
+    import_hub()
+    from huggingface_hub.utils import HfHubHTTPError
+
+    try:
+        commit = push_run(args.run, args.repo_id, token=args.token, private=True if args.private else None,
+                          revision=args.revision)
+    except HfHubHTTPError as error:  # a refused token, a repo of someone else's, the Hub unreachable
+        raise ValueError(f"the Hub refused the upload to {args.repo_id}: {error}") from error
+    print(f"pushed {args.run} to {args.repo_id}: {getattr(commit, 'commit_url', commit)}")
+    return str(commit)
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
     options = {f.name: getattr(args, f.name) for f in TrainConfig.__dataclass_fields__.values()}
     return train(TrainConfig(**options))
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "complete": cmd_complete, "evaluate": cmd_evaluate}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "complete": cmd_complete, "evaluate": cmd_evaluate,
+            "push": cmd_push}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -324,7 +356,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except NonFiniteLossError as error:
         print(f"{PROG} {args.command}: {error}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError) as error:  # the package's input errors: one line, no traceback
+    # the package's input errors, and an optional extra missing (its message names it): one line, no traceback
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
