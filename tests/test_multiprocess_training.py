@@ -239,3 +239,37 @@ def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and torch.equal(a, b)
     return a == b
+
+
+def _see_state(rank: int, world: int, rendezvous: str, folders: list[str], answers: str) -> None:
+    import torch.distributed as dist
+
+    from axial_attention.training import RunError
+    from axial_attention.training.checkpoints import STATE_NAME, check_every_rank_sees
+
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        check_every_rank_sees(Path(folders[rank]) / STATE_NAME, world)
+        answer = "no error"
+    except RunError as error:
+        answer = str(error)
+    finally:
+        dist.destroy_process_group()
+    Path(answers, f"{rank}.txt").write_text(answer)
+
+
+@pytest.mark.slow
+def test_a_state_file_only_some_ranks_see_stops_every_rank_with_the_reason(tmp_path):
+    """--out on each machine's own disk: rank 1's folder holds a state, rank 0's does not. Without the check
+    rank 1 would resume at its step and rank 0 start at 0, and the collectives would hang."""
+    import torch.multiprocessing as mp
+
+    folders = [tmp_path / "node0", tmp_path / "node1"]
+    for folder in folders:
+        folder.mkdir()
+    (folders[1] / "training_state.pt").write_bytes(b"a checkpoint")
+    mp.spawn(_see_state, args=(2, f"file://{tmp_path / 'rendezvous'}", [str(f) for f in folders], str(tmp_path)),
+             nprocs=2, join=True)
+    for rank in range(2):
+        answer = (tmp_path / f"{rank}.txt").read_text()
+        assert "training_state.pt is seen by ranks [1] of 2 only; on several machines out must be one folder" in answer

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from ..models.pretrained import WEIGHTS_NAME, write_atomically
 from .config import RunError, TrainConfig
@@ -72,3 +73,18 @@ def keep_metrics_until(path: Path, step: int) -> None:
     if path.exists():
         lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines)))
+
+
+def check_every_rank_sees(path: Path, world: int) -> bool:
+    """Whether `path` exists, checked to be the same answer on every rank: with --out on each machine's own
+    disk, the ranks of the other machines would start at step 0 while rank 0 resumes, and hang. Collective:
+    every rank calls it, before any rank can raise for another reason."""
+    found = path.exists()
+    if world > 1:
+        seen = [None] * world
+        dist.all_gather_object(seen, found)
+        if len(set(seen)) > 1:
+            raise RunError(f"{option('out')} {path.parent}: {path.name} is seen by ranks "
+                           f"{[rank for rank, s in enumerate(seen) if s]} of {world} only; on several machines "
+                           f"{option('out')} must be one folder that every machine sees at the same path")
+    return found

@@ -35,6 +35,7 @@ from .checkpoints import (  # noqa: F401  (0.2.0 had them here)
     RESUME_MUST_MATCH,
     STATE_FORMAT,
     STATE_NAME,
+    check_every_rank_sees,
     check_resumable,
     keep_metrics_until,
     load_state,
@@ -119,7 +120,7 @@ def train(config: Optional[TrainConfig] = None, **overrides: Any) -> dict:
     out = Path(config.out)
     state_path = out / STATE_NAME
     state = None
-    if state_path.exists():
+    if check_every_rank_sees(state_path, world):
         if config.resume:
             state = load_state(state_path, device)
             check_resumable(state, config, world, state_path)
