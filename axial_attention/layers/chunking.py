@@ -32,7 +32,13 @@ def run_in_chunks(
     """run(x, mask, attn_bias, positions) for x (batch, *axial, dim) attending along `axis`, over slices of
     the longest other axis (the batch included) holding about `chunk_size` positions each (one slice at
     least). mask is (batch, *axial), attn_bias (batch, *axial without `axis`, heads, Lq, Lk) with size-1
-    axes broadcast, positions (batch, L) split with the batch."""
+    axes broadcast, positions (batch, L) split with the batch.
+
+    Under torch.export with a dynamic size the chunks collapse into one call: a loop whose count depends on
+    the sizes cannot stay symbolic (tracing it fixes every size), and the outputs are the same. At static
+    sizes the exported program keeps the chunks."""
+    if torch.compiler.is_exporting() and any(isinstance(s, torch.SymInt) for s in x.shape):
+        return run(x, mask, attn_bias, positions)
     split = 0
     for d in range(1, x.ndim - 1):  # the longest dim but the attended one and the channels (a loop: compile-able)
         if d != axis and x.shape[d] > x.shape[split]:

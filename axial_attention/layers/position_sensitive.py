@@ -140,11 +140,10 @@ class PositionSensitiveAxialAttention(nn.Module):
     def _tables(self, length: int) -> tuple[Tensor, Tensor, Tensor]:
         """r^q, r^k, r^v for offsets -(L-1)..L-1, each (width, 2L - 1); offsets beyond the span are zero."""
         extra = length - self.span
-        # Beyond the span (local mode) the weights are zero anyway; zero columns keep one code path.
-        if extra > 0:
-            table = F.pad(self.relative, (extra, extra))
-        else:
-            table = self.relative[:, -extra : 2 * self.span - 1 + extra]
+        # Beyond the span (local mode) the weights are zero anyway; zero columns keep one code path. A shorter
+        # axis crops (a negative pad): a new tensor, where a view of the middle columns would leave torch.export
+        # a guard on its contiguity (on 2L - 1 == 2 * span - 1) that fixes the length.
+        table = F.pad(self.relative, (extra, extra))
         return table.split([self.dim_qk, self.dim_qk, self.dim_v], dim=0)
 
     def _similarity_scales(self, q: Tensor, k: Tensor, tq: Tensor, tk: Tensor, window: Optional[Tensor]) -> Tensor:

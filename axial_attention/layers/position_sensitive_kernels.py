@@ -19,6 +19,9 @@ def _chunks(heads: int, rows: int, length: int, chunk_scores: int):
     that the products read in place, and the products write straight into slices of the outputs. An
     empty batch gives one empty chunk, so that outputs stay connected to the inputs.
     """
+    if torch.compiler.is_exporting():  # one chunk: a loop over shape-dependent counts would fix every size
+        yield slice(0, heads), slice(0, rows), slice(0, heads * rows)
+        return
     per_chunk = max(1, chunk_scores // (length * length))  # rows of one head
     head_step, row_step = (max(1, per_chunk // rows), rows) if per_chunk >= rows > 0 else (1, per_chunk)
     for h0 in range(0, heads, head_step):

@@ -72,7 +72,8 @@ def attend_along_axis(
         km = key_mask.movedim(axis, -1)  # (batch, *pre, *post, Lk)
         km = km.reshape(batch_fold, math.prod(km.shape[axis:-1]), 1, 1, len_k).expand(-1, -1, heads, -1, -1)
         allowed = km.reshape(batch_fold, head_fold, 1, len_k)
-    use_is_causal = causal and allowed is None and attn_bias is None and window is None and len_q == len_k
+    # bool(): with symbolic sizes (torch.export) `len_q == len_k` is a SymBool, which SDPA's is_causal refuses
+    use_is_causal = bool(causal and allowed is None and attn_bias is None and window is None and len_q == len_k)
     band = None
     if causal and not use_is_causal and len_q > 1:
         band = torch.ones(len_q, len_k, dtype=torch.bool, device=q.device).tril(len_k - len_q)
