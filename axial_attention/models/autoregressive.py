@@ -90,7 +90,8 @@ class AutoregressiveAxialTransformer(PretrainedMixin, nn.Module):
     sample(batch_size, labels, temperature, generator, use_cache) -> long (batch, *image_shape).
     complete(x, keep, labels, temperature, generator, use_cache) -> x with its first `keep` slices of
     the first axis kept (rows of an image, frames of a video) and the rest sampled.
-    save_pretrained(folder) / from_pretrained(folder): config.json + model.safetensors.
+    save_pretrained(folder) / from_pretrained(folder or Hub repo id) / push_to_hub(repo_id): config.json +
+    model.safetensors (models/hub.py for the Hub).
     """
 
     pos_emb_kind = "learned"  # class-level default: models pickled before the option existed
