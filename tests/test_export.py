@@ -279,7 +279,9 @@ def test_axial_attention_to_onnx_runs_in_onnxruntime_at_other_sizes(tmp_path):
 def test_axial_resnet26s_to_onnx_runs_in_onnxruntime(tmp_path):
     onnx_runtime()
     torch.manual_seed(0)
-    model = randomise_norms(axial_resnet26s(num_classes=10, image_size=64))
+    # Every block active (no zero-initialised residual), the norms at their initial statistics: randomised ones
+    # make this deep a network so ill-conditioned that eager float32 itself is 1e-2 away from float64.
+    model = axial_resnet26s(num_classes=10, image_size=64, zero_init_residual=False).eval()
     batch = Dim("batch", min=1, max=64)
     input_dims, session = export_onnx(model, torch.randn(2, 3, 64, 64), {"x": {0: batch}}, tmp_path / "26s.onnx")
     assert input_dims == [["batch", 3, 64, 64]]
