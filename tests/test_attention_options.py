@@ -88,8 +88,10 @@ def compare(cfg, dtype, tol):
     expected = reference_axial_attention(double, x64, mask, biases64, positions64)
     torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
     weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    got = torch.autograd.grad((out * weight.to(dtype)).sum(), [x, *module.parameters(), *(b for b in biases if b is not None)])
-    want = torch.autograd.grad((expected * weight).sum(), [x64, *double.parameters(), *(b for b in biases64 if b is not None)])
+    inputs = [x, *module.parameters(), *(b for b in biases if b is not None)]
+    inputs64 = [x64, *double.parameters(), *(b for b in biases64 if b is not None)]
+    got = torch.autograd.grad((out * weight.to(dtype)).sum(), inputs)
+    want = torch.autograd.grad((expected * weight).sum(), inputs64)
     for g, w in zip(got, want):
         torch.testing.assert_close(g.double(), w, rtol=tol, atol=tol)
 

@@ -56,7 +56,8 @@ def with_bias_and_positions(module: nn.Module, x: torch.Tensor):
     """AxialAttention (channel-last, 2 heads) with a pair bias per axis, shared by the lines (batch, heads, L, L), and
     rotary coordinates (an offset, and one coordinate per position), all made from x's shape inside the call."""
     batch, height, width = x.shape[:3]
-    biases = tuple(torch.arange(batch * 2 * n * n, dtype=x.dtype).reshape(batch, 2, n, n).sin() for n in (height, width))
+    biases = tuple(torch.arange(batch * 2 * n * n, dtype=x.dtype).reshape(batch, 2, n, n).sin()
+                   for n in (height, width))
     return module(x, attn_bias=biases, positions=(3, torch.arange(width, dtype=x.dtype) * 0.5), need_weights=True)
 
 

@@ -131,8 +131,9 @@ def run_card(run: Path, repo_id: str, model: AutoregressiveAxialTransformer, fil
         task = "video-generation" if video else "unconditional-image-generation"
         name = data_name((results.get("args") or {}).get("data"))
         eval_results.append(hub.import_hub().EvalResult(
-            task_type=task, dataset_type=name, dataset_name=name, dataset_split="test", metric_type="bits_per_dim",
-            metric_name="test bits/dim", metric_value=round(results["test_bits_per_dim"], 4)))
+            task_type=task, dataset_type=name, dataset_name=name, dataset_split="test",
+            metric_type="bits_per_dim", metric_name="test bits/dim",
+            metric_value=round(results["test_bits_per_dim"], 4)))
     kind = "videos" if video else "images"
     return hub.model_card(
         repo_id, type(model).__name__, model.config, sum(p.numel() for p in model.parameters()),
