@@ -21,7 +21,7 @@ def naive_attention(q, k, v, allowed):
 
 
 def rotation_matrices(coords, rotated, theta, width, dtype):
-    """(..., width, width) block rotation per coordinate: channel pair (m, m + rotated/2) turned by
+    """(..., width, width) block rotation per coordinate: channel pair (2m, 2m + 1) turned by
     coords * theta^(-2m / rotated), channels from `rotated` on left alone; built entry by entry."""
     half = rotated // 2
     coords = torch.as_tensor(coords, dtype=dtype)
@@ -31,8 +31,9 @@ def rotation_matrices(coords, rotated, theta, width, dtype):
     for m in range(half):
         angle = coords * theta ** (-2.0 * m / rotated)
         c, s = torch.cos(angle), torch.sin(angle)
-        r[..., m, m], r[..., m, m + half] = c, -s
-        r[..., m + half, m], r[..., m + half, m + half] = s, c
+        a, b = 2 * m, 2 * m + 1
+        r[..., a, a], r[..., a, b] = c, -s
+        r[..., b, a], r[..., b, b] = s, c
     return r
 
 

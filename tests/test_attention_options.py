@@ -135,6 +135,23 @@ def test_rotary_partial_fraction_leaves_the_other_channels_unrotated():
     assert "rotated=2" in repr(layer)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_rotary_real_arithmetic_under_compilers_equals_the_complex_product(monkeypatch, dtype):
+    """Eager rotation is a complex product; under torch.compile / torch.export (no complex tensors) the same
+    turn is done in real arithmetic. Both, on per-batch coordinates, a partial fraction and the middle axis."""
+    from axial_attention.layers import rotary
+
+    torch.manual_seed(0)
+    t = torch.randn(2, 5, 6, 3, 3 * 6, dtype=torch.float64).to(dtype)  # 3 heads of width 6, 4 rotated
+    coords = torch.randn(2, 6, dtype=torch.float64) * 4
+    eager = rotary.rotate(t, 2, 3, 4, 100.0, coords)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    traced = rotary.rotate(t, 2, 3, 4, 100.0, coords)
+    tol = 1e-12 if dtype == torch.float64 else 8e-3  # bf16: float32 results an ulp apart may round apart
+    torch.testing.assert_close(traced, eager, rtol=tol, atol=tol)
+    assert (eager != t).any() and torch.equal(eager.unflatten(-1, (3, 6))[..., 4:], t.unflatten(-1, (3, 6))[..., 4:])
+
+
 def test_a_rotary_model_built_for_16x16_runs_on_other_sizes_and_a_rotary_layer_on_any_volume():
     torch.manual_seed(0)
     model = AxialImageTransformer(16, depth=2, heads=2, rotary=True).eval()

@@ -6,9 +6,9 @@ attention only the positions on that axis differ between a query and its keys, s
 attended axis is the whole of N-D rotary attention (RoPE for ViT, Heo et al. 2024, splits the channels
 over the axes because it attends over all of them at once). No parameters: any length at any time.
 
-Channels are paired half against half within each head (x_m with x_{m + r/2}, GPT-NeoX's layout), the
-first `rotated` channels of each head rotate and the rest pass through; pair m turns at frequency
-theta^(-2m / rotated).
+Channels are paired neighbour with neighbour within each head (x_2m with x_2m+1, RoFormer's layout, so a
+pair is one complex number and the turn one complex product), the first `rotated` channels of each head
+rotate and the rest pass through; pair m turns at frequency theta^(-2m / rotated).
 """
 from __future__ import annotations
 
@@ -53,10 +53,22 @@ def rotate(t: Tensor, axis: int, heads: int, rotated: int, theta: float, positio
     shape = (*angles.shape[:-1], *(1,) * later_axes, 1, half)  # ..., L, *later, heads, half
     if angles.ndim == 3:  # per batch element: the axes between the batch and `axis` share them too
         shape = (angles.shape[0], *(1,) * (axis - 1), *shape[1:])
-    cos, sin = (f(angles).reshape(shape) for f in (torch.cos, torch.sin))
+    angles = angles.reshape(shape)
     per_head = t.unflatten(-1, (heads, width))
-    first, second, rest = per_head[..., :half], per_head[..., half:rotated], per_head[..., rotated:]
-    out = torch.cat([first * cos - second * sin, second * cos + first * sin, rest.to(cos.dtype)], dim=-1)
+    pairs = per_head[..., :rotated].to(work).unflatten(-1, (half, 2))  # (x_2m, x_2m+1) per pair m
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        # Export, ONNX and Inductor have no complex tensors: the same turn in real arithmetic.
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        x, y = pairs.unbind(-1)
+        turned = torch.stack([x * cos - y * sin, x * sin + y * cos], dim=-1)
+    else:
+        # A pair as a complex number times e^(i angle): one pass over the tensor, where the real form's
+        # products, sums and stacking make five (measured: 5x slower on CPU, the layer's forward 1.2x).
+        turns = torch.polar(torch.ones_like(angles), angles)
+        turned = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * turns)
+    out = turned.flatten(-2)
+    if rotated < width:
+        out = torch.cat([out, per_head[..., rotated:].to(work)], dim=-1)
     return out.to(t.dtype).flatten(-2)
 
 
