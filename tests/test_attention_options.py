@@ -177,6 +177,33 @@ def test_rotary_cached_keys_equal_whole_sequence_attention():
 
 
 # -- bias and gating -------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (False, 1)])
+def test_a_bias_shared_by_every_line_equals_the_same_bias_given_per_line(causal, window):
+    """A (batch, heads, L, L) bias reaches SDPA as a stride-0 view, per batch element or per line where folding
+    it would be a copy (every axis of a 3-D input: lines before and after the axis); the same bias given in
+    full, one copy per line, goes the one-call way. Outputs, weights and gradients (input, bias) agree."""
+    torch.manual_seed(0)
+    layer = AxialAttention(6, 3, heads=3, dim_heads=2, causal=causal, window=window).double()
+    x = torch.randn(2, 4, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    lengths = (4, 3, 5)
+    shared = [torch.randn(2, 3, n, n, dtype=torch.float64, requires_grad=True) for n in lengths]
+    full = []
+    for i, b in enumerate(shared):  # (batch, *the other axial axes, heads, L, L): a copy per line
+        others = [n for j, n in enumerate(lengths) if j != i]
+        full.append(b.detach()[:, None, None].expand(2, *others, *b.shape[1:]).clone().requires_grad_())
+    out, weights = layer(x, attn_bias=shared, need_weights=True)
+    out_full, weights_full = layer(x, attn_bias=full, need_weights=True)
+    torch.testing.assert_close(out, out_full, rtol=1e-12, atol=1e-12)
+    for w, w_full in zip(weights, weights_full):
+        torch.testing.assert_close(w, w_full, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *shared], grad)
+    want = torch.autograd.grad(out_full, [x, *full], grad)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    for g, w in zip(got[1:], want[1:]):  # a shared bias' gradient is the per-line gradients summed
+        torch.testing.assert_close(g, w.sum(dim=(1, 2)), rtol=1e-12, atol=1e-12)
+
+
 def test_alphafold_row_attention_with_pair_bias_and_gating():
     """MSA row attention: (batch, rows, columns, dim), each row attends along the columns with the pair bias
     (batch, heads, columns, columns) shared by every row; gradients reach the bias."""

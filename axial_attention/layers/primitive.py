@@ -4,7 +4,8 @@ Attending along one axis folds the axes before it (with the batch) into SDPA's b
 axes after it (with the heads) into SDPA's head dimension. For a contiguous channel-last tensor both
 folds are views, so the only data movement is the one SDPA does itself; `scaled_dot_product_attention`
 then picks its fused kernel (flash on CPU and CUDA, memory-efficient, or math). Key masks, causal
-masks, local windows, additive biases and the attention weights all go through the one call.
+masks, local windows, additive biases and the attention weights all go through that call (a bias shared by
+every line through one call per batch element or per line where folding it would copy it: `_bias_mask`).
 """
 from __future__ import annotations
 
@@ -89,16 +90,12 @@ def attend_along_axis(
     if allowed is not None:
         empty_rows = ~allowed.any(dim=-1, keepdim=True)
         allowed = allowed | empty_rows
-    mask = allowed
+    mask, blocks = allowed, None
     if attn_bias is not None:
-        bias = attn_bias.expand(*q.shape[:axis], *q.shape[axis + 1 : -1], heads, len_q, len_k)
-        bias = _fold_per_query(bias, axis).to(q.dtype)
-        mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
+        mask, blocks = _bias_mask(attn_bias, allowed, q, axis, heads)
 
     def sdpa(values: Tensor, p: float) -> Tensor:
-        out = F.scaled_dot_product_attention(
-            qf, kf, values, attn_mask=mask, dropout_p=p, is_causal=use_is_causal, scale=scale
-        )
+        out = _blocked_sdpa(qf, kf, values, mask, blocks, dropout_p=p, is_causal=use_is_causal, scale=scale)
         if empty_rows is not None:
             out = out.masked_fill(empty_rows, 0.0)
         if attn_bias is not None and out.numel() == 0:
@@ -117,3 +114,64 @@ def attend_along_axis(
     eye = torch.eye(len_k, dtype=q.dtype, device=q.device).expand(batch_fold, head_fold, len_k, len_k)
     weights = sdpa(eye, 0.0).unflatten(-1, (heads, len_k)).movedim(-2, 1)
     return out, weights
+
+
+# The most SDPA calls a shared bias is split into before it is copied per line instead: each call is a kernel
+# launch on a GPU (not measured there; on CPU 2 calls cost less than the copy, which at L = 128, 32 channels a
+# head, took longer than the attention itself).
+MAX_SDPA_CALLS = 64
+
+
+def _bias_mask(attn_bias: Tensor, allowed: Optional[Tensor], q: Tensor, axis: int,
+               heads: int) -> tuple[Tensor, Optional[str]]:
+    """SDPA's additive mask for attn_bias (batch, *axial without `axis`, heads, Lq, Lk; size-1 axes broadcast)
+    with the `allowed` keys, and how to call SDPA with it: None (one call), "batch" or "line" (_blocked_sdpa).
+
+    A bias shared by every line (AlphaFold's pair bias: size 1 on every axial axis) is never copied per line:
+    SDPA reads a mask dim of stride 0 as broadcast, but folding the broadcast lines into the batch or head
+    dim beside a dim the bias varies along is no view, and the copy (Lk / head width times q's size) cost
+    more than the attention. So when it would be a copy, SDPA runs per batch element ("batch") or per line
+    of the folded batch ("line": the axes after `axis` then make SDPA's batch, the heads stay its heads)."""
+    bias = attn_bias.to(q.dtype)
+    len_q, len_k = bias.shape[-2:]
+    if allowed is not None and allowed.ndim == 2:  # a causal / window band, the same for every line
+        bias, allowed = bias.masked_fill(~allowed, float("-inf")), None
+    pre, post = math.prod(q.shape[1:axis]), math.prod(q.shape[axis + 1 : -1])
+    shared = all(size == 1 for size in bias.shape[1:-3])
+    # Under torch.export the sizes may be symbolic and the blocks are Python loops: the one-call form
+    # (also for empty inputs, which have no blocks).
+    if allowed is None and shared and q.numel() > 0 and not torch.compiler.is_exporting():
+        small = bias.reshape(bias.shape[0], bias.shape[-3], len_q, len_k)  # (batch or 1, heads or 1, Lq, Lk)
+        if small.shape[1] > 1 and post > 1:
+            if q.shape[0] * pre <= MAX_SDPA_CALLS:
+                return small, "line"
+        elif small.shape[0] > 1 and pre > 1:
+            if small.shape[0] <= MAX_SDPA_CALLS:
+                return small, "batch"
+        else:
+            return small.expand(q.shape[0] * pre, post * heads, len_q, len_k), None
+    full = _fold_per_query(bias.expand(*q.shape[:axis], *q.shape[axis + 1 : -1], heads, len_q, len_k), axis)
+    return (full if allowed is None else full.masked_fill(~allowed, float("-inf"))), None
+
+
+def _blocked_sdpa(qf: Tensor, kf: Tensor, vf: Tensor, mask: Optional[Tensor], blocks: Optional[str],
+                  **kwargs) -> Tensor:
+    """SDPA on the folded (batch_fold, head_fold, L, e) tensors, in the blocks _bias_mask chose, each with the
+    mask as a stride-0 view; the result is the one call's, in its layout (batch_fold, head_fold, Lq, ev)."""
+    if blocks is None:
+        return F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask, **kwargs)
+    batch_fold, head_fold = qf.shape[:2]
+    per_batch = batch_fold // mask.shape[0]  # folded-batch entries per batch element (mask batch 1: all)
+    if blocks == "batch":
+        outs = [F.scaled_dot_product_attention(
+            *(t[b * per_batch : (b + 1) * per_batch] for t in (qf, kf, vf)),
+            attn_mask=mask[b : b + 1].expand(per_batch, *mask.shape[1:]), **kwargs) for b in range(mask.shape[0])]
+        # joined in SDPA's output memory layout (batch, L, heads, e), so the caller's unfold stays a view
+        return torch.cat([o.transpose(1, 2) for o in outs]).transpose(1, 2)
+    heads = mask.shape[1]
+    outs = [F.scaled_dot_product_attention(
+        *(t[n].unflatten(0, (head_fold // heads, heads)) for t in (qf, kf, vf)),
+        attn_mask=mask[n // per_batch].expand(head_fold // heads, *mask.shape[1:]), **kwargs)
+        for n in range(batch_fold)]
+    # each (post, heads, Lq, e) in the caller's layout (Lq, post, heads, e): one copy, then views
+    return torch.stack([o.permute(2, 0, 1, 3) for o in outs]).flatten(2, 3).transpose(1, 2)
