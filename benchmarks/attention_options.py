@@ -5,12 +5,17 @@
     python -m benchmarks.attention_options --quick        # tiny shapes, to check the script runs
 
 Part "overhead": the forward without grad at (2, 128, 128, 128) channel-last, 4 heads, of the plain layer,
-`rotary=True`, and `gating=True` with an AlphaFold-style pair bias per axis ((batch, heads, L, L), shared by
-every line), alternated in one process (median of --repeats); the ratios to the plain layer.
+`rotary=True`, an AlphaFold-style pair bias per axis ((batch, heads, L, L), shared by every line),
+`gating=True`, and the bias with gating, alternated in one process (median of --repeats); the ratios to
+the plain layer.
 
 Part "volume": a (1, 32, D, D, D) volume, channels at dim 1, 4 heads, one forward + backward, D = 64, 96,
-128: the default layer, `chunk_size=CHUNK` (the bounded path) and axial-attention 0.6.1 (where its
-estimated peak fits in half this machine's memory). Each configuration runs in a fresh process that
+128: the default layer, the bounded path at two `chunk_size`s (CHUNKS) and axial-attention 0.6.1 (where its
+estimated peak fits in half this machine's memory). Two chunk sizes because resident memory depends on the
+C allocator as much as on the layer: glibc's malloc serves buffers under 32 MiB (its largest mmap threshold)
+from its heap, which keeps freed memory, so chunks of 2^17 positions (16 MiB a q tensor here) leave the
+process far above the tensors alive at any time, while chunks of 2^18 (32 MiB) are mapped and returned.
+Each configuration runs in a fresh process that
 reports the peak resident memory the step adds above the level after the input was made and the step's
 seconds (one step, after a step on a 4^3 volume that pays the one-time set-up: at these sizes a step takes
 seconds to a minute, so one step is timed, not a median).
@@ -37,7 +42,7 @@ from benchmarks.peer import load_peer
 
 OVERHEAD_SHAPE, QUICK_OVERHEAD_SHAPE, HEADS = (2, 128, 128, 128), (1, 8, 8, 16), 4
 SIDES, QUICK_SIDES, CHANNELS = (64, 96, 128), (8,), 32
-CHUNK = 1 << 17  # positions per chunk: 8 slices of a 128^2 plane
+CHUNKS = (1 << 18, 1 << 17)  # positions per chunk: 16 and 8 slices of a 128^2 plane
 PEER_BYTES_PER_VOXEL_CHANNEL = 8.75e9 / (32 * 96**3)  # 0.6.1's measured peak at 96^3 (the issue), scaled
 
 
@@ -55,11 +60,12 @@ def overhead(shape, repeats: int) -> dict:
     x = torch.randn(shape)
     biases = (torch.randn(batch, HEADS, height, height), torch.randn(batch, HEADS, width, width))
     layers = {"plain": build_layer("ours", dim, HEADS), "rotary": build_layer("ours", dim, HEADS, rotary=True),
+              "bias": build_layer("ours", dim, HEADS), "gating": build_layer("ours", dim, HEADS, gating=True),
               "bias + gating": build_layer("ours", dim, HEADS, gating=True)}
 
     def forward(name):
         layer = layers[name]
-        kwargs = {"attn_bias": biases} if name == "bias + gating" else {}
+        kwargs = {"attn_bias": biases} if name.startswith("bias") else {}
 
         def run():
             with torch.no_grad():
@@ -92,7 +98,8 @@ def volume(sides, threads: int) -> dict:
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     results = {}
     for side in sides:
-        variants = {"default": ("ours", None), f"chunk_size={CHUNK}": ("ours", CHUNK), "0.6.1": ("0.6.1", None)}
+        variants = {"default": ("ours", None), **{f"chunk_size={c}": ("ours", c) for c in CHUNKS},
+                    "0.6.1": ("0.6.1", None)}
         for name, (package, chunk) in variants.items():
             if package == "0.6.1" and PEER_BYTES_PER_VOXEL_CHANNEL * CHANNELS * side**3 > available / 2:
                 results[f"{side} {name}"] = None  # would not fit: not run
@@ -106,7 +113,8 @@ def volume(sides, threads: int) -> dict:
 
 
 def main() -> None:
-    p = benchmark_parser(__doc__, common=("threads", "repeats"), child=True, threads=dict(default=2))
+    p = benchmark_parser(__doc__, common=("threads", "repeats"), child=True, threads=dict(default=2),
+                         repeats=dict(default=15))  # the ratios are a few percent: more repeats than usual
     p.add_argument("--part", choices=("overhead", "volume", "both"), default="both")
     args = p.parse_args()
     if args.child:
