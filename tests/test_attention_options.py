@@ -136,16 +136,16 @@ def test_rotary_partial_fraction_leaves_the_other_channels_unrotated():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_rotary_real_arithmetic_under_compilers_equals_the_complex_product(monkeypatch, dtype):
-    """Eager rotation is a complex product; under torch.compile / torch.export (no complex tensors) the same
-    turn is done in real arithmetic. Both, on per-batch coordinates, a partial fraction and the middle axis."""
+def test_rotary_real_arithmetic_under_export_equals_the_complex_product(monkeypatch, dtype):
+    """Rotation is a complex product; under torch.export (no complex tensors) the same turn is done in real
+    arithmetic. Both, on per-batch coordinates, a partial fraction and the middle axis."""
     from axial_attention.layers import rotary
 
     torch.manual_seed(0)
     t = torch.randn(2, 5, 6, 3, 3 * 6, dtype=torch.float64).to(dtype)  # 3 heads of width 6, 4 rotated
     coords = torch.randn(2, 6, dtype=torch.float64) * 4
     eager = rotary.rotate(t, 2, 3, 4, 100.0, coords)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     traced = rotary.rotate(t, 2, 3, 4, 100.0, coords)
     tol = 1e-12 if dtype == torch.float64 else 8e-3  # bf16: float32 results an ulp apart may round apart
     torch.testing.assert_close(traced, eager, rtol=tol, atol=tol)
