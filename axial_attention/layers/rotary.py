@@ -66,7 +66,8 @@ def rotate(t: Tensor, axis: int, heads: int, rotated: int, theta: float, positio
         turned = torch.stack([x * cos - y * sin, x * sin + y * cos], dim=-1)
     else:
         # A pair as a complex number times e^(i angle): one pass over the tensor, where the real form's
-        # products, sums and stacking make five (measured: 5x slower on CPU, the layer's forward 1.2x).
+        # products, sums and stacking make several (measured on CPU: 3.4x the time; the layer's forward
+        # 1.19x the plain layer's against 1.09x).
         turns = torch.polar(torch.ones_like(angles), angles)
         turned = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * turns)
     out = turned.flatten(-2)
