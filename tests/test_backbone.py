@@ -2,6 +2,7 @@
 against a walk over the modules by hand, timm's index rules, the head (forward_head, reset_classifier, pooling)."""
 from __future__ import annotations
 
+import copy
 import enum
 
 import pytest
@@ -241,3 +242,84 @@ def test_prune_intermediate_layers_keeps_what_the_features_need(x):
     assert isinstance(model.fc, nn.Identity) and model.num_classes == 0
     assert not any(key.startswith(("layer3.", "layer4.", "fc.")) for key in model.state_dict())
     torch.testing.assert_close(model.forward_intermediates(x, indices=[1, 2], intermediates_only=True), expected)
+
+
+# -- timm's training switches: gradient checkpointing, parameter groups ------------------------------
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for backward while fn runs (saved_tensors_hooks sees each)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+def test_grad_checkpointing_keeps_outputs_gradients_and_batch_norm_statistics_and_saves_less(x):
+    """In training, with every batch norm updating its statistics: the checkpointed model gives the plain one's
+    logits, parameter gradients and running statistics after a step (each updated once: the recomputation in
+    backward would update them again), while keeping less for backward."""
+    torch.manual_seed(0)
+    plain = tiny().train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing()
+    assert checkpointed.grad_checkpointing and not plain.grad_checkpointing
+    results = []
+    for model in (plain, checkpointed):
+        logits, kept = saved_bytes(lambda: model(x))
+        logits.square().sum().backward()
+        results.append((logits, kept))
+    (want, kept_plain), (got, kept_checkpointed) = results
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    for (name, p), q in zip(checkpointed.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, b), c in zip(checkpointed.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(b, c, rtol=1e-6, atol=1e-6, msg=name)
+    assert kept_checkpointed < 0.5 * kept_plain
+    checkpointed.set_grad_checkpointing(False)
+    assert saved_bytes(lambda: checkpointed(x))[1] == kept_plain
+    with pytest.raises(TypeError, match="enable"):
+        checkpointed.set_grad_checkpointing("yes")
+
+
+def test_grad_checkpointing_also_runs_forward_intermediates_and_does_nothing_without_grad(model, x):
+    checkpointed = copy.deepcopy(model)
+    checkpointed.set_grad_checkpointing()
+    with torch.no_grad():
+        torch.testing.assert_close(checkpointed.forward_intermediates(x, intermediates_only=True),
+                                   model.forward_intermediates(x, intermediates_only=True))
+    x = x.clone().requires_grad_()
+    features = checkpointed.forward_intermediates(x, intermediates_only=True)
+    grad = torch.autograd.grad(sum(f.sum() for f in features), x)[0]
+    want = torch.autograd.grad(sum(f.sum() for f in model.forward_intermediates(x, intermediates_only=True)), x)[0]
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_group_matcher_groups_every_parameter_stem_first_blocks_in_order_head_last(coarse):
+    """timm's layer-decay groups, read as timm reads them (first regex that matches; the group id is the
+    stem's or the captured numbers; no match: the last group)."""
+    import re
+
+    model = AxialResNet((2, 1, 2, 1), 0.0625, 5, heads=2, image_size=32)
+    matcher = model.group_matcher(coarse=coarse)
+    assert list(matcher) == ["stem", "blocks"]
+    order = []
+    for name, _ in model.named_parameters():
+        if re.match(matcher["stem"], name):
+            group = (0,)
+        elif match := re.match(matcher["blocks"], name):
+            group = tuple(int(g) for g in match.groups())
+        else:
+            group = (float("inf"),)
+            assert name.startswith("fc."), name
+        order.append(group)
+    assert order == sorted(order)  # parameters come stem, blocks in order, head
+    blocks = {g for g in order if g not in ((0,), (float("inf"),))}
+    assert blocks == ({(1,), (2,), (3,), (4,)} if coarse else {(1, 0), (1, 1), (2, 0), (3, 0), (3, 1), (4, 0)})
+    with pytest.raises(TypeError, match="coarse"):
+        model.group_matcher(coarse=1)

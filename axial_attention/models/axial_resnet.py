@@ -24,7 +24,7 @@ from ..validation import (
     check_probability,
     check_shape,
 )
-from .backbone import GlobalPool, Indices, check_pool_type, take_indices
+from .backbone import GlobalPool, Indices, check_pool_type, run_stage, take_indices
 
 Size = Union[int, tuple[int, int]]
 _SPATIAL = {2: "height", 3: "width"}
@@ -108,7 +108,8 @@ class AxialResNet(nn.Module):
     It follows timm's model contract (docs/backbones.md), without needing timm: `forward_features`,
     `forward_head(x, pre_logits=False)`, `reset_classifier`, `get_classifier`, `num_classes`, `num_features`,
     `feature_info` (five features: the stem's activation, then each stage; strides 2, 4, 8, 16, 32 with the
-    ImageNet stem, 1, 1, 2, 4, 8 with the small one), `forward_intermediates` and `prune_intermediate_layers`.
+    ImageNet stem, 1, 1, 2, 4, 8 with the small one), `forward_intermediates`, `prune_intermediate_layers`,
+    `set_grad_checkpointing` and `group_matcher`.
 
     layers: blocks per stage, e.g. (3, 4, 6, 3); width_multiplier scales every width (the paper's
         S / M / L models use 0.5 / 0.75 / 1.0).
@@ -145,6 +146,7 @@ class AxialResNet(nn.Module):
         check_int("num_classes", num_classes, minimum=0)
         check_pool_type("global_pool", global_pool, num_classes)
         self.drop_rate = check_probability("drop_rate", drop_rate)
+        self.grad_checkpointing = False
         size = check_pair("image_size", image_size)
         check_bool("local", local)
         check_choice("stem", stem, ("imagenet", "small"))
@@ -204,6 +206,7 @@ class AxialResNet(nn.Module):
             del modules["pool"]
             state.setdefault("drop_rate", 0.0)
             state["num_features"] = state["head_hidden_size"] = modules["fc"].in_features
+        state.setdefault("grad_checkpointing", False)  # pickled before the switch existed
         super().__setstate__(state)
         if "feature_info" not in self.__dict__:
             self.feature_info = self._describe_features()
@@ -231,6 +234,17 @@ class AxialResNet(nn.Module):
             fc.to(device=param.device, dtype=param.dtype)
         return pool, fc
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch (its train.py --grad-checkpointing): recompute each block in backward, holding one
+        block's activations at a time; outputs, gradients and batch-norm statistics stay those without it."""
+        self.grad_checkpointing = check_bool("enable", enable)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's parameter groups (layer-wise learning-rate decay): the stem, then every block in order
+        (coarse: every stage); the head is left unmatched, which timm makes the last group."""
+        check_bool("coarse", coarse)
+        return dict(stem=r"^stem\.", blocks=r"^layer(\d+)\." if coarse else r"^layer(\d+)\.(\d+)\.")
+
     def get_classifier(self, name_only: bool = False) -> nn.Module | str:
         """The classifier (`fc`: a Linear, or an Identity with num_classes=0), or its name."""
         return "fc" if check_bool("name_only", name_only) else self.fc
@@ -253,7 +267,9 @@ class AxialResNet(nn.Module):
         )
         check_axial_lengths(x, name="x", owner=self, axes=_SPATIAL, reason="its stem is a convolution")
         x = self.stem(x)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for stage in self.stages:
+            x = run_stage(stage, x, self.grad_checkpointing)
+        return x
 
     def forward_intermediates(
         self,
@@ -289,7 +305,7 @@ class AxialResNet(nn.Module):
         x = self.stem[3:](features[0])
         stages = self.stages[:last] if stop_early else self.stages
         for stage in stages:
-            x = stage(x)
+            x = run_stage(stage, x, self.grad_checkpointing)
             features.append(x)
         intermediates = [features[i] for i in taken]
         return intermediates if intermediates_only else (x, intermediates)

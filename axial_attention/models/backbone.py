@@ -1,17 +1,21 @@
 """What a classifier needs to serve as a backbone by timm's model contract, written without timm: the global
 pooling of its head (timm's pool types), the choice of intermediate features (timm's `indices`: last n, or a
-list with negative entries from the end) and the checks of those arguments.
+list with negative entries from the end), a stage's blocks under gradient checkpointing (timm's
+`set_grad_checkpointing`) and the checks of those arguments.
 
-`AxialResNet` (axial_resnet.py) builds its `forward_head`, `reset_classifier`, `forward_intermediates` and
-`prune_intermediate_layers` from these; timm itself is needed only to register the models (compat/timm_models.py).
+`AxialResNet` (axial_resnet.py) builds its `forward_head`, `reset_classifier`, `forward_intermediates`,
+`prune_intermediate_layers` and checkpointed stages from these; timm itself is needed only to register the
+models (compat/timm_models.py).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
 Indices = Optional[Union[int, Sequence[int]]]
@@ -93,3 +97,36 @@ class GlobalPool(nn.Module):
             return x.amax((2, 3))
         mean, peak = x.mean((2, 3)), x.amax((2, 3))
         return 0.5 * (mean + peak) if self.pool_type == "avgmax" else torch.cat((mean, peak), 1)
+
+
+def run_stage(stage: nn.Module, x: Tensor, checkpointing: bool) -> Tensor:
+    """A stage (an nn.Sequential of blocks) on x; with `checkpointing` and grad enabled, each block is recomputed
+    in backward instead of keeping its activations (timm's grad checkpointing: one block's at a time).
+
+    The recomputation runs with every norm's momentum at 0 (batch norms, and the similarity norms of the
+    position-sensitive attention, which lerp their running variance by their `momentum`), so running
+    statistics move once per step, exactly as without checkpointing (a plain checkpoint would update them a
+    second time in backward)."""
+    if not (checkpointing and torch.is_grad_enabled()):
+        return stage(x)
+    for block in stage:
+        x = checkpoint(block, x, use_reentrant=False,
+                       context_fn=lambda block=block: (nullcontext(), _norm_statistics_frozen(block)))
+    return x
+
+
+@contextmanager
+def _norm_statistics_frozen(module: nn.Module) -> Iterator[None]:
+    norms = [m for m in module.modules() if m.training and hasattr(m, "momentum")
+             and (not isinstance(m, nn.modules.batchnorm._BatchNorm) or m.track_running_stats)]
+    tracked = [getattr(m, "num_batches_tracked", None) for m in norms]
+    saved = [(m.momentum, None if t is None else t.clone()) for m, t in zip(norms, tracked)]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch statistic: unchanged, exactly
+    try:
+        yield
+    finally:
+        for m, t, (momentum, count) in zip(norms, tracked, saved):
+            m.momentum = momentum
+            if t is not None:
+                t.copy_(count)
