@@ -15,10 +15,9 @@ estimated peak fits in half this machine's memory). Two chunk sizes because resi
 C allocator as much as on the layer: glibc's malloc serves buffers under 32 MiB (its largest mmap threshold)
 from its heap, which keeps freed memory, so chunks of 2^17 positions (16 MiB a q tensor here) leave the
 process far above the tensors alive at any time, while chunks of 2^18 (32 MiB) are mapped and returned.
-Each configuration runs in a fresh process that
-reports the peak resident memory the step adds above the level after the input was made and the step's
-seconds (one step, after a step on a 4^3 volume that pays the one-time set-up: at these sizes a step takes
-seconds to a minute, so one step is timed, not a median).
+Each configuration runs in a fresh process that reports the peak resident memory the step adds above the
+level after the input was made and the step's seconds (one step, after a step on a 4^3 volume that pays the
+one-time set-up: at these sizes a step takes seconds to a minute, so one step is timed, not a median).
 """
 from __future__ import annotations
 
