@@ -297,6 +297,9 @@ def test_grad_checkpointing_also_runs_forward_intermediates_and_does_nothing_wit
     grad = torch.autograd.grad(sum(f.sum() for f in features), x)[0]
     want = torch.autograd.grad(sum(f.sum() for f in model.forward_intermediates(x, intermediates_only=True)), x)[0]
     torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-6)
+    checkpointed.prune_intermediate_layers([1, 2])  # the pruned stages are Identities, run as they are
+    features = checkpointed.forward_intermediates(x, indices=[1, 2], intermediates_only=True)
+    assert [f.shape[1] for f in features] == [16, 32] and features[-1].requires_grad
 
 
 @pytest.mark.parametrize("coarse", [False, True])

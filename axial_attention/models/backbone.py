@@ -107,8 +107,8 @@ def run_stage(stage: nn.Module, x: Tensor, checkpointing: bool) -> Tensor:
     position-sensitive attention, which lerp their running variance by their `momentum`), so running
     statistics move once per step, exactly as without checkpointing (a plain checkpoint would update them a
     second time in backward)."""
-    if not (checkpointing and torch.is_grad_enabled()):
-        return stage(x)
+    if not (checkpointing and torch.is_grad_enabled()) or not isinstance(stage, nn.Sequential):
+        return stage(x)  # (a stage prune_intermediate_layers replaced is an Identity: nothing to keep)
     for block in stage:
         x = checkpoint(block, x, use_reentrant=False,
                        context_fn=lambda block=block: (nullcontext(), _norm_statistics_frozen(block)))
