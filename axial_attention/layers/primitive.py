@@ -143,13 +143,13 @@ def _bias_mask(attn_bias: Tensor, allowed: Optional[Tensor], q: Tensor, axis: in
     if allowed is None and shared and q.numel() > 0 and not torch.compiler.is_exporting():
         small = bias.reshape(bias.shape[0], bias.shape[-3], len_q, len_k)  # (batch or 1, heads or 1, Lq, Lk)
         if small.shape[1] > 1 and post > 1:
-            if q.shape[0] * pre <= MAX_SDPA_CALLS:
-                return small, "line"
+            blocks, calls = "line", q.shape[0] * pre
         elif small.shape[0] > 1 and pre > 1:
-            if small.shape[0] <= MAX_SDPA_CALLS:
-                return small, "batch"
-        else:
+            blocks, calls = "batch", small.shape[0]
+        else:  # the fold of the broadcast is a view: one call
             return small.expand(q.shape[0] * pre, post * heads, len_q, len_k), None
+        if calls <= MAX_SDPA_CALLS:
+            return small, blocks
     full = _fold_per_query(bias.expand(*q.shape[:axis], *q.shape[axis + 1 : -1], heads, len_q, len_k), axis)
     return (full if allowed is None else full.masked_fill(~allowed, float("-inf"))), None
 
