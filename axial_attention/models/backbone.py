@@ -119,14 +119,15 @@ def run_stage(stage: nn.Module, x: Tensor, checkpointing: bool) -> Tensor:
 def _norm_statistics_frozen(module: nn.Module) -> Iterator[None]:
     norms = [m for m in module.modules() if m.training and hasattr(m, "momentum")
              and (not isinstance(m, nn.modules.batchnorm._BatchNorm) or m.track_running_stats)]
-    tracked = [getattr(m, "num_batches_tracked", None) for m in norms]
-    saved = [(m.momentum, None if t is None else t.clone()) for m, t in zip(norms, tracked)]
+    # a batch norm also counts its batches (its average when momentum is None): restored too
+    saved = [(m.momentum, m.num_batches_tracked.clone() if hasattr(m, "num_batches_tracked") else None)
+             for m in norms]
     for m in norms:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch statistic: unchanged, exactly
     try:
         yield
     finally:
-        for m, t, (momentum, count) in zip(norms, tracked, saved):
+        for m, (momentum, count) in zip(norms, saved):
             m.momentum = momentum
-            if t is not None:
-                t.copy_(count)
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
